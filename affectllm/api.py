@@ -103,7 +103,8 @@ def check_checkpoint(path: Path) -> None:
 
 
 def load(preset_or_path: str | Path, dtype: str | None = None) -> AffectPipeline:
-    """A preset name (`affectllm ls`) or a folder written by `save_pretrained`."""
+    """A preset name (`affectllm ls`), a trained artifact folder (affectllm.artifact), or a folder written by
+    `save_pretrained`."""
     from .presets import build_preset, list_presets
 
     path = Path(preset_or_path)
@@ -114,6 +115,10 @@ def load(preset_or_path: str | Path, dtype: str | None = None) -> AffectPipeline
         from .registry import unknown_name_message
 
         raise ConfigError(unknown_name_message("preset or checkpoint folder", str(preset_or_path), list_presets()))
+    from .artifact import is_artifact, load_artifact
+
+    if is_artifact(path):
+        return load_artifact(path, dtype=dtype)
     check_checkpoint(path)
     from .configuration_affect import AffectConfig
     from .modeling_affect import AffectForConditionalGeneration

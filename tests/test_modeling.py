@@ -246,3 +246,44 @@ def test_gpu_preset_without_weights_says_where_to_put_them(monkeypatch):
     monkeypatch.setenv("AFFECTLLM_QWEN2_5_7B", "/nonexistent/qwen")
     with pytest.raises(WeightsNotFoundError, match="/nonexistent/qwen"):
         build_preset("qwen2.5-7b_whisper-large-v3_siglip-so400m")
+
+
+def test_artifact_round_trip_with_lora(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from affectllm.api import load
+    from affectllm.artifact import save_artifact
+
+    pipe = build_tiny()
+    pipe.model.language_model = get_peft_model(pipe.model.language_model, LoraConfig(r=4, target_modules=["q_proj"]))
+    with torch.no_grad():
+        for name, p in pipe.model.named_parameters():
+            if "lora_B" in name or "projector" in name:
+                p.add_(0.05 * torch.randn_like(p))
+    batch = pipe.processor(conversation("audio", "image", "text"))
+    with torch.no_grad():
+        before = pipe.model(**batch).logits
+    out = save_artifact(pipe, tmp_path / "ckpt", base="tiny", recipe_yaml="stage: sft\n")
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "projectors.safetensors").exists()
+    assert not list(tmp_path.glob(".ckpt.tmp-*"))
+    again = load(out)
+    with torch.no_grad():
+        after = again.model(**again.processor(conversation("audio", "image", "text"))).logits
+    torch.testing.assert_close(before, after, atol=1e-5, rtol=1e-5)
+
+
+def test_artifact_write_is_atomic(tmp_path, monkeypatch):
+    from affectllm import artifact
+
+    pipe = build_tiny()
+    artifact.save_artifact(pipe, tmp_path / "ckpt", base="tiny")
+    first = (tmp_path / "ckpt" / "projectors.safetensors").read_bytes()
+
+    def broken(*a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(artifact, "save_file", broken)
+    with pytest.raises(OSError):
+        artifact.save_artifact(pipe, tmp_path / "ckpt", base="tiny")
+    assert (tmp_path / "ckpt" / "projectors.safetensors").read_bytes() == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

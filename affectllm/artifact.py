@@ -1,0 +1,122 @@
+"""The trained artifact (../shared/DESIGN.md), the contract between training, `load` and vLLM serving:
+
+    <checkpoint>/
+      config.json              AffectConfig + `affect_base` (the preset or folder the stock parts come from)
+      projectors.safetensors   adapter weights (and any tower weights that were trained)
+      adapter/                 PEFT LoRA adapter of the language model only (vLLM loads it directly)
+      llm/                     only when the LLM itself was fully trained (no LoRA)
+      tokenizer files + chat template, affect_processor.json, recipe.yaml
+
+Writes are atomic (temp folder, then rename), so a crash or a full disk never leaves a half artifact behind
+that looks finished."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import ConfigError
+
+PROJECTORS_FILE = "projectors.safetensors"
+BASE_KEY = "affect_base"
+
+
+def is_artifact(path: str | Path) -> bool:
+    return (Path(path) / PROJECTORS_FILE).is_file()
+
+
+def trained_state(model) -> dict[str, torch.Tensor]:
+    """Projector weights plus any tower weights that are trainable (unfrozen towers)."""
+    out = {}
+    for prefix in ("audio_projector", "vision_projector", "audio_tower", "vision_tower"):
+        module = getattr(model, prefix, None)
+        if module is None:
+            continue
+        if prefix.endswith("tower") and not any(p.requires_grad for p in module.parameters()):
+            continue
+        for name, tensor in module.state_dict().items():
+            out[f"{prefix}.{name}"] = tensor.detach().contiguous().cpu()
+    return out
+
+
+def _is_peft(module) -> bool:
+    return hasattr(module, "peft_config")
+
+
+def save_artifact(pipe, out_dir: str | Path, base: str, recipe_yaml: str | None = None,
+                  extra_files: dict[str, str] | None = None) -> Path:
+    """Write the artifact atomically; `base` is a preset name or a folder that provides the stock weights."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model = pipe.model
+        config = model.config.to_dict()
+        config[BASE_KEY] = base
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        save_file(trained_state(model), str(tmp / PROJECTORS_FILE))
+        llm = model.language_model
+        if _is_peft(llm):
+            llm.save_pretrained(tmp / "adapter")
+        elif any(p.requires_grad for p in llm.parameters()):
+            llm.save_pretrained(tmp / "llm")
+        pipe.processor.save_pretrained(tmp)
+        if recipe_yaml is not None:
+            (tmp / "recipe.yaml").write_text(recipe_yaml)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        for f in tmp.rglob("*"):  # flush before the rename makes it visible
+            if f.is_file():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def load_artifact(path: str | Path, dtype: str | None = None, merge_lora: bool = False):
+    """Rebuild the base (preset or folder), then apply trained projectors, towers and the LoRA adapter."""
+    from .api import AffectPipeline, load
+    from .processing_affect import AffectProcessor
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    base = config.get(BASE_KEY)
+    if not base:
+        raise ConfigError(f"artifact '{path}' has no '{BASE_KEY}' in config.json (which preset or folder it extends)")
+    pipe = load(base, dtype=dtype)
+    model = pipe.model
+    if (path / "llm").is_dir():
+        from transformers import AutoModelForCausalLM
+
+        model.language_model = AutoModelForCausalLM.from_pretrained(path / "llm", dtype=model.dtype)
+    state = load_file(str(path / PROJECTORS_FILE))
+    missing = [k for k in state if k.split(".")[0] not in ("audio_projector", "vision_projector", "audio_tower",
+                                                            "vision_tower")]
+    if missing:
+        raise ConfigError(f"{path / PROJECTORS_FILE}: unexpected keys {missing[:3]}")
+    result = model.load_state_dict({k: v.to(model.dtype) for k, v in state.items()}, strict=False)
+    if result.unexpected_keys:
+        raise ConfigError(f"{path / PROJECTORS_FILE} does not fit the base '{base}': {result.unexpected_keys[:3]}")
+    if (path / "adapter").is_dir():
+        from peft import PeftModel
+
+        model.language_model = PeftModel.from_pretrained(model.language_model, path / "adapter")
+        if merge_lora:
+            model.language_model = model.language_model.merge_and_unload()
+    model.eval()
+    processor = AffectProcessor.from_pretrained(path, config=model.config)
+    return AffectPipeline(model, processor, str(path))

@@ -116,23 +116,27 @@ def _parse_tagged(text: str, notes: list[str], lexicon) -> Prediction:
         body = text[start:close.start()]
     think = _THINK.search(text)
     think_text = think.group(1).strip() if think else ""
-    inner = _parse_json_anywhere(body, [], require_explanation=False) if ("{" in body or "[" in body) else None
-    if inner is not None and inner.labels:
-        pred = inner
+    found = _find_json(body, [], require_explanation=False) if ("{" in body or "[" in body) else None
+    if found is not None and found[0].labels:
+        pred, kind = found
+        if kind == "list":          # a JSON/Python list is a fine answer inside <answer>
+            pred.format_ok, pred.reason = True, None
+        elif pred.reason:
+            problems.append(pred.reason)
         if not pred.explanation:
             pred.explanation = think_text
+        ok = pred.format_ok
     else:
         labels, dropped = clean_labels(_split_list(_strip_label_prefix(body)))
         if dropped:
             problems.append(dropped)
         pred = Prediction(labels=labels, explanation=think_text)
-        if inner is not None and inner.reason:
-            problems.append(inner.reason)
+        ok = True
     if not pred.labels:
         problems.append("empty <answer>")
     pred.format = "tagged"
-    pred.format_ok = bool(pred.labels) and not problems and (inner is None or inner.format_ok or not inner.labels)
-    pred.reason = _join(notes + problems + ([pred.reason] if pred.reason and inner is not None and pred is inner else []))
+    pred.format_ok = bool(pred.labels) and ok and not [p for p in problems if not p.startswith("lenient")]
+    pred.reason = _join(notes + problems)
     return pred
 
 
@@ -159,14 +163,20 @@ def _parse_free(text: str, notes: list[str], lexicon) -> Prediction:
 
 # -- JSON -------------------------------------------------------------------------------------------------
 def _parse_json_anywhere(text: str, notes: list[str], require_explanation: bool = True) -> Prediction | None:
-    """Find the first JSON object (fenced block first, then any '{'), else a bare list, else salvage."""
+    found = _find_json(text, notes, require_explanation)
+    return None if found is None else found[0]
+
+
+def _find_json(text: str, notes: list[str], require_explanation: bool = True) -> tuple[Prediction, str] | None:
+    """First JSON object (fenced block first, then any '{'), else a bare list of strings, else salvaged
+    labels of broken JSON; returns (prediction, kind) with kind in object|list|salvage."""
     candidates = [m.group(1) for m in _FENCE.finditer(text)] if "```" in text else []
     candidates.append(text)
     bare_list = None
     for chunk in candidates:
         obj, repair = _first_json_value(chunk)
         if isinstance(obj, dict):
-            return _from_dict(obj, notes + ([repair] if repair else []), require_explanation)
+            return _from_dict(obj, notes + ([repair] if repair else []), require_explanation), "object"
         if isinstance(obj, list) and bare_list is None:
             bare_list = (obj, repair)
     if bare_list is not None:
@@ -174,8 +184,9 @@ def _parse_json_anywhere(text: str, notes: list[str], require_explanation: bool 
         if labels:
             reason = ["top-level JSON list instead of an object"] + ([bare_list[1]] if bare_list[1] else [])
             return Prediction(labels=labels, format="json", format_ok=False,
-                              reason=_join(notes + reason + ([dropped] if dropped else [])))
-    return _salvage(text, notes)
+                              reason=_join(notes + reason + ([dropped] if dropped else []))), "list"
+    salvaged = _salvage(text, notes)
+    return None if salvaged is None else (salvaged, "salvage")
 
 
 def _first_json_value(text: str, max_tries: int = 12) -> tuple[Any, str | None]:
@@ -183,11 +194,13 @@ def _first_json_value(text: str, max_tries: int = 12) -> tuple[Any, str | None]:
     decoder = json.JSONDecoder()
     found_list = (None, None)
     tries = 0
+    first_brace = text.find("{")
     for m in re.finditer(r"[{\[]", text):
         if tries >= max_tries:
             break
         i = m.start()
-        if text[i] == "[" and found_list[0] is not None:
+        # a list counts only when no object starts before it (else it is an object's broken insides)
+        if text[i] == "[" and (found_list[0] is not None or 0 <= first_brace < i):
             continue
         tries += 1
         try:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_affect import AffectConfig
 from .errors import ConfigError, PlaceholderMismatchError
@@ -117,9 +118,9 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
             out = tower(**inputs, output_hidden_states=layer != -1, return_dict=True)
         return out.last_hidden_state if layer == -1 else out.hidden_states[layer]
 
-    def get_audio_features(self, audio_values: torch.Tensor, audio_lengths: torch.Tensor) -> list[torch.Tensor]:
+    def audio_tower_states(self, audio_values: torch.Tensor, audio_lengths: torch.Tensor) -> list[torch.Tensor]:
         """audio_values: tower input per item ([N, T] waveform or [N, mels, frames] log-mel), padded;
-        audio_lengths: samples per item. Returns one [n_tokens, hidden] tensor per item."""
+        audio_lengths: samples per item. Returns the selected tower layer per item, [frames, D], padding cut."""
         cfg = self.config
         key = "input_features" if cfg.audio_config.model_type == "whisper" else "input_values"
         frames = [cfg.audio_tower_frames(int(n)) for n in audio_lengths.tolist()]
@@ -130,12 +131,18 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
             states = [self._tower_states(self.audio_tower, cfg.audio_layer, input_values=values[i : i + 1, : int(n)])[0]
                       for i, n in enumerate(audio_lengths.tolist())]
         else:
-            batch = self._tower_states(self.audio_tower, cfg.audio_layer, **{key: values})
-            states = list(batch)
-        items = [s[:f] for s, f in zip(states, frames)]
-        return self._project(items, self.audio_projector, cfg.audio_downsample, cfg.audio_projector)
+            states = list(self._tower_states(self.audio_tower, cfg.audio_layer, **{key: values}))
+        return [s[:f] for s, f in zip(states, frames)]
 
-    def _vision_tokens(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def project_audio(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        cfg = self.config
+        return self._project(states, self.audio_projector, cfg.audio_downsample, cfg.audio_projector)
+
+    def get_audio_features(self, audio_values: torch.Tensor, audio_lengths: torch.Tensor) -> list[torch.Tensor]:
+        """One [n_tokens, hidden] tensor per audio item: tower -> layer -> downsample -> projector."""
+        return self.project_audio(self.audio_tower_states(audio_values, audio_lengths))
+
+    def vision_tower_states(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """[N, 3, S, S] -> [N, T, D] selected tower tokens."""
         cfg = self.config
         dtype = next(self.vision_tower.parameters()).dtype
@@ -149,29 +156,32 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
             return states[:, 1:]
         return states
 
-    def get_image_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+    def project_images(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
         cfg = self.config
-        tokens = self._vision_tokens(pixel_values)
-        return self._project(list(tokens), self.vision_projector, cfg.vision_downsample, cfg.vision_projector)
+        return self._project(list(states), self.vision_projector, cfg.vision_downsample, cfg.vision_projector)
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        return self.project_images(list(self.vision_tower_states(pixel_values)))
+
+    def video_tower_states(self, video_values: torch.Tensor, video_frames: torch.Tensor) -> list[torch.Tensor]:
+        """video_values: [sum(frames), 3, S, S] frames of all videos; video_frames: frames per video.
+        Returns one [frames, T, D] tensor per video."""
+        tokens = self.vision_tower_states(video_values)
+        return list(torch.split(tokens, video_frames.tolist()))
+
+    def project_videos(self, states: list[torch.Tensor]) -> list[torch.Tensor]:
+        cfg = self.config
+        if cfg.video_aggregation == "mean":
+            return self._project([clip.mean(0) for clip in states], self.vision_projector, cfg.vision_downsample,
+                                 cfg.vision_projector)
+        if cfg.video_aggregation == "frames":
+            items = [torch.cat([_pool_tokens(f, cfg.vision_downsample) for f in clip], 0) for clip in states]
+            return self._project(items, self.vision_projector, 1, cfg.vision_projector)
+        return self._project([clip.reshape(-1, clip.shape[-1]) for clip in states], self.vision_projector, 1,
+                             cfg.vision_projector)
 
     def get_video_features(self, video_values: torch.Tensor, video_frames: torch.Tensor) -> list[torch.Tensor]:
-        """video_values: [sum(frames), 3, S, S] frames of all videos; video_frames: frames per video."""
-        cfg = self.config
-        tokens = self._vision_tokens(video_values)
-        items, start = [], 0
-        for n in video_frames.tolist():
-            clip = tokens[start : start + n]
-            start += n
-            if cfg.video_aggregation == "mean":
-                items.append(clip.mean(0))
-            elif cfg.video_aggregation == "frames":
-                items.append(torch.cat([_pool_tokens(f, cfg.vision_downsample) for f in clip], 0))
-            else:
-                items.append(clip.reshape(-1, clip.shape[-1]))
-        if cfg.video_aggregation == "frames":
-            return [self.vision_projector(x.unsqueeze(0))[0] for x in items]
-        return self._project(items, self.vision_projector, cfg.vision_downsample if cfg.video_aggregation == "mean" else 1,
-                             cfg.vision_projector)
+        return self.project_videos(self.video_tower_states(video_values, video_frames))
 
     def _project(self, items: list[torch.Tensor], projector: nn.Module, downsample: int, kind: str) -> list[torch.Tensor]:
         proj_dtype = next(projector.parameters()).dtype
@@ -202,44 +212,71 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
         return embeds.masked_scatter(mask.unsqueeze(-1).expand_as(embeds), flat)
 
     def build_inputs_embeds(self, input_ids: torch.Tensor, audio_values=None, audio_lengths=None, pixel_values=None,
-                            video_values=None, video_frames=None) -> torch.Tensor:
+                            video_values=None, video_frames=None, audio_states=None, image_states=None,
+                            video_states=None) -> torch.Tensor:
         """The LLM input embeddings with every media placeholder replaced by projected tower features.
-        Uses the LLM's own embedding module, so model-specific scaling (e.g. Gemma's sqrt(hidden)) is applied."""
+        Uses the LLM's own embedding module, so model-specific scaling (e.g. Gemma's sqrt(hidden)) is applied.
+        `*_states` are precomputed tower outputs (the training feature cache) used instead of raw media."""
         cfg = self.config
         embeds = self.get_input_embeddings()(input_ids)
         plan = (
-            ("audio", cfg.audio_token_id, self.audio_tower, audio_values,
-             lambda: self.get_audio_features(audio_values, audio_lengths)),
-            ("image", cfg.image_token_id, self.vision_tower, pixel_values,
-             lambda: self.get_image_features(pixel_values)),
-            ("video", cfg.video_token_id, self.vision_tower, video_values,
-             lambda: self.get_video_features(video_values, video_frames)),
+            ("audio", cfg.audio_token_id, self.audio_tower, audio_values, audio_states, self.project_audio,
+             lambda: self.audio_tower_states(audio_values, audio_lengths)),
+            ("image", cfg.image_token_id, self.vision_tower, pixel_values, image_states, self.project_images,
+             lambda: list(self.vision_tower_states(pixel_values))),
+            ("video", cfg.video_token_id, self.vision_tower, video_values, video_states, self.project_videos,
+             lambda: self.video_tower_states(video_values, video_frames)),
         )
-        for name, token_id, tower, values, features in plan:
-            if values is not None and tower is None:
+        for name, token_id, tower, values, states, project, run_tower in plan:
+            given = states is not None or values is not None
+            if given and tower is None:
                 raise ConfigError(f"{name} input given but this model has no {name} tower (modalities: {cfg.modalities})")
-            feats = features() if values is not None and values.shape[0] > 0 else []
+            if states is None and values is not None and values.shape[0] > 0:
+                states = run_tower()
+            feats = project(states) if states else []
             embeds = self._scatter(embeds, input_ids, token_id, feats, name)
         return embeds
 
-    def forward(self, input_ids=None, attention_mask=None, audio_values=None, audio_lengths=None, pixel_values=None,
-                video_values=None, video_frames=None, inputs_embeds=None, labels=None, **kwargs):
+    def _media_kwargs(self, kwargs: dict) -> dict:
+        keys = ("audio_values", "audio_lengths", "pixel_values", "video_values", "video_frames", "audio_states",
+                "image_states", "video_states")
+        return {k: kwargs.pop(k) for k in keys if k in kwargs}
+
+    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
+                return_token_logprobs: bool = False, **kwargs):
+        """With `labels`, the loss is computed from the LM head applied to target positions only (the prompt is
+        usually most of the sequence and the vocabulary can be 262k wide, so this saves most of the head's
+        cost); `return_token_logprobs` adds per-target-token log-probabilities (for GRPO)."""
+        media = self._media_kwargs(kwargs)
         if inputs_embeds is None:
-            inputs_embeds = self.build_inputs_embeds(input_ids, audio_values, audio_lengths, pixel_values,
-                                                     video_values, video_frames)
-        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+            inputs_embeds = self.build_inputs_embeds(input_ids, **media)
+        if labels is None:
+            return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
+        lm = self.language_model.get_base_model() if hasattr(self.language_model, "get_base_model") else self.language_model
+        hidden = lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs).last_hidden_state
+        targets = labels[:, 1:]
+        keep = targets != -100
+        logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
+        cap = getattr(self.config.text_config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        token_logp = -F.cross_entropy(logits, targets[keep], reduction="none")
+        out = CausalLMOutputWithPast(loss=-token_logp.mean() if token_logp.numel() else logits.sum() * 0.0)
+        if return_token_logprobs:
+            dense = torch.zeros(targets.shape, dtype=token_logp.dtype, device=token_logp.device)
+            out["token_logprobs"] = dense.masked_scatter(keep, token_logp)
+            out["token_mask"] = keep
+        return out
 
     @torch.no_grad()
-    def generate(self, input_ids=None, attention_mask=None, audio_values=None, audio_lengths=None, pixel_values=None,
-                 video_values=None, video_frames=None, **generate_kwargs) -> torch.Tensor:
+    def generate(self, input_ids=None, attention_mask=None, **kwargs) -> torch.Tensor:
         """Greedy by default. Returns only the new tokens ([B, new])."""
-        embeds = self.build_inputs_embeds(input_ids, audio_values, audio_lengths, pixel_values, video_values, video_frames)
-        generate_kwargs.setdefault("do_sample", False)
-        if not generate_kwargs["do_sample"]:
-            generate_kwargs.setdefault("temperature", None)
-            generate_kwargs.setdefault("top_p", None)
-            generate_kwargs.setdefault("top_k", None)
-        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        embeds = self.build_inputs_embeds(input_ids, **self._media_kwargs(kwargs))
+        kwargs.setdefault("do_sample", False)
+        if not kwargs["do_sample"]:
+            for key in ("temperature", "top_p", "top_k"):
+                kwargs.setdefault(key, None)
+        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 
 AutoModel.register(AffectConfig, AffectForConditionalGeneration)

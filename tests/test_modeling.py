@@ -287,3 +287,28 @@ def test_artifact_write_is_atomic(tmp_path, monkeypatch):
         artifact.save_artifact(pipe, tmp_path / "ckpt", base="tiny")
     assert (tmp_path / "ckpt" / "projectors.safetensors").read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_target_only_loss_equals_full_lm_loss(tiny):
+    batch = tiny.processor([conversation("audio", "text"), conversation("image")], targets=["joy", "calm and sad"])
+    with torch.no_grad():
+        ours = tiny.model(**batch)
+        media = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+        embeds = tiny.model.build_inputs_embeds(batch["input_ids"], **media)
+        reference = tiny.model.language_model(inputs_embeds=embeds, attention_mask=batch["attention_mask"],
+                                              labels=batch["labels"])
+    torch.testing.assert_close(ours.loss, reference.loss, atol=1e-5, rtol=1e-5)
+
+
+def test_precomputed_tower_states_give_the_same_embeddings(tiny):
+    batch = tiny.processor(conversation("video", "image", "audio", "text"))
+    m = tiny.model
+    with torch.no_grad():
+        direct = m.build_inputs_embeds(batch["input_ids"], audio_values=batch["audio_values"],
+                                       audio_lengths=batch["audio_lengths"], pixel_values=batch["pixel_values"],
+                                       video_values=batch["video_values"], video_frames=batch["video_frames"])
+        cached = m.build_inputs_embeds(
+            batch["input_ids"], audio_states=m.audio_tower_states(batch["audio_values"], batch["audio_lengths"]),
+            image_states=list(m.vision_tower_states(batch["pixel_values"])),
+            video_states=m.video_tower_states(batch["video_values"], batch["video_frames"]))
+    assert torch.equal(direct, cached)

@@ -21,13 +21,16 @@ class SampleTable:
     """columns: name -> array with one row per sample; aggregate(columns, weights) -> corpus numbers,
     where weights are per-sample counts (all ones for the plain score, multinomial counts in a bootstrap);
     extras: corpus-level counts that are reported but not resampled (e.g. `oov_dropped_pred`);
-    batched: aggregate also accepts a (B, N) weight matrix and returns arrays of B values (fast bootstrap)."""
+    batched: aggregate also accepts a (B, N) weight matrix and returns arrays of B values (fast bootstrap);
+    point: optional reference aggregation (e.g. sklearn) used for the reported score, when `aggregate` is a
+    faster re-implementation kept for resampling (tests assert the two agree)."""
 
     columns: dict[str, np.ndarray]
     aggregate: Callable[[dict[str, np.ndarray], np.ndarray], dict[str, float]]
     extras: dict[str, float] = field(default_factory=dict)
     names: list[str] | None = None
     batched: bool = False
+    point: Callable[[dict[str, np.ndarray], np.ndarray], dict[str, float]] | None = None
 
     @property
     def n(self) -> int:
@@ -35,7 +38,8 @@ class SampleTable:
 
     def result(self, weights: np.ndarray | None = None) -> dict[str, float]:
         w = np.ones(self.n) if weights is None else np.asarray(weights, dtype=float)
-        out = {k: float(v) for k, v in self.aggregate(self.columns, w).items()}
+        fn = self.point if (weights is None and self.point is not None) else self.aggregate
+        out = {k: float(v) for k, v in fn(self.columns, w).items()}
         if weights is None:
             out.update({k: float(v) for k, v in self.extras.items()})
         return out

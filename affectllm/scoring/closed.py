@@ -176,12 +176,42 @@ def closed_set_table(gold: Sequence[Any], pred: Sequence[Any], *, label_set=None
     mapped = [m.map_labels(p) for p in pred]
     y_pred = np.array([ms[0] if ms else UNMAPPED for ms in mapped], dtype=object)
     hit = np.array([t in ms for t, ms in zip(y_true, mapped)], float)
+    codes = {t: k for k, t in enumerate([UNMAPPED] + m.targets)}      # code 0 = unmapped
     cols = {"y_true": y_true, "y_pred": y_pred, "hit_any": hit,
-            "n_mapped": np.array([len(ms) for ms in mapped], float)}
-    return SampleTable(cols, _closed_aggregate, {"n_samples": len(y_true)}, list(names) if names is not None else None)
+            "n_mapped": np.array([len(ms) for ms in mapped], float),
+            "t_code": np.array([codes[t] for t in y_true], int), "p_code": np.array([codes[p] for p in y_pred], int)}
+    return SampleTable(cols, _closed_fast, {"n_samples": len(y_true)}, list(names) if names is not None else None,
+                       point=_closed_sklearn)
 
 
-def _closed_aggregate(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
+def _closed_fast(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
+    """The same numbers as `_closed_sklearn` from one weighted confusion matrix (bootstrap speed)."""
+    k = int(max(c["t_code"].max(initial=0), c["p_code"].max(initial=0))) + 1
+    cm = np.bincount(c["t_code"] * k + c["p_code"], weights=w, minlength=k * k).reshape(k, k)
+    total, diag = cm.sum(), np.diag(cm)
+    support, predicted = cm.sum(1), cm.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, diag / np.where(support > 0, support, 1), 0.0)
+        precision = np.where(predicted > 0, diag / np.where(predicted > 0, predicted, 1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / np.where(precision + recall > 0,
+                                                                                  precision + recall, 1), 0.0)
+    gold_cls = support > 0
+    cls = gold_cls | (predicted > 0)
+    cls[0] = False                                   # "<unmapped>" is never a class
+    tw = w.sum()
+    return {
+        "accuracy": diag.sum() / total,
+        "war": (recall * support)[gold_cls].sum() / support[gold_cls].sum(),
+        "uar": recall[gold_cls].mean(),
+        "weighted_f1": (f1 * support)[cls].sum() / support[cls].sum(),
+        "macro_f1": f1[cls].mean(),
+        "hit_rate_any_label": float((c["hit_any"] * w).sum() / tw),
+        "unmapped_rate": float(((c["p_code"] == 0) * w).sum() / tw),
+        "mean_mapped_labels": float((c["n_mapped"] * w).sum() / tw),
+    }
+
+
+def _closed_sklearn(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score, recall_score
 
     keep = w > 0
@@ -229,11 +259,36 @@ def closed_set_multilabel_table(gold: Sequence[Any], pred: Sequence[Any], *, lab
     for i, p in enumerate(pred):
         for t in m.map_labels(p):
             P[i, idx[t]] = 1
-    return SampleTable({"Y": Y, "P": P}, _multilabel_aggregate, {"n_samples": len(Y)},
-                       list(names) if names is not None else None)
+    return SampleTable({"Y": Y, "P": P}, _multilabel_fast, {"n_samples": len(Y)},
+                       list(names) if names is not None else None, batched=True, point=_multilabel_sklearn)
 
 
-def _multilabel_aggregate(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
+def _f1(tp, fp, fn):
+    den = 2 * tp + fp + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 0.0)
+
+
+def _multilabel_fast(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
+    """Weighted counts for one (N,) or many (B, N) weight vectors; equals `_multilabel_sklearn`."""
+    Y, P = c["Y"].astype(float), c["P"].astype(float)
+    tp_s, fp_s, fn_s = (Y * P).sum(1), ((1 - Y) * P).sum(1), (Y * (1 - P)).sum(1)
+    tp, fp, fn = w @ (Y * P), w @ ((1 - Y) * P), w @ (Y * (1 - P))
+    tw = w.sum(-1)
+    union = tp_s + fp_s + fn_s
+    with np.errstate(divide="ignore", invalid="ignore"):
+        jac = np.where(union > 0, tp_s / np.where(union > 0, union, 1), 0.0)
+    return {
+        "micro_f1": _f1(tp.sum(-1), fp.sum(-1), fn.sum(-1)),
+        "macro_f1": _f1(tp, fp, fn).mean(-1),
+        "samples_f1": (w @ _f1(tp_s, fp_s, fn_s)) / tw,
+        "exact_match": (w @ (fp_s + fn_s == 0).astype(float)) / tw,
+        "jaccard": (w @ jac) / tw,
+        "mean_pred_labels": (w @ P.sum(1)) / tw,
+    }
+
+
+def _multilabel_sklearn(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score, jaccard_score
 
     keep = w > 0

@@ -190,6 +190,7 @@ class MerWheel:
 
 @functools.lru_cache(maxsize=8)
 def _load_cached(root: Path, stamp: tuple) -> MerWheel:
+    forms = read_format(root / "format.csv")
+    heads = read_synonyms(root / "synonym.xlsx")
     trees = {w: read_wheel(root / f"{w}.xlsx") for w in WHEELS}
-    return MerWheel(root=root, forms=read_format(root / "format.csv"),
-                    heads=read_synonyms(root / "synonym.xlsx"), trees=trees)
+    return MerWheel(root=root, forms=forms, heads=heads, trees=trees)

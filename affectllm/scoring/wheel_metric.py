@@ -51,30 +51,30 @@ def _labels(cell: Any, gold: bool) -> list[str]:
 
 
 def _sample_row(gl: list[str], pl: list[str], table: dict[str, tuple[str, ...]]):
-    """Per-mapping (P, R, counted, P_lc) for one sample plus label counts."""
+    """Per-mapping (P, R, counted, P_lc) lists for one sample plus label counts."""
     g_rows = [table[w] for w in gl if w in table]
     p_rows = [table[w] for w in pl if w in table]
     n_pred = len(set(pl))
-    g_cols = list(zip(*g_rows)) if g_rows else [()] * N_MAP
-    p_cols = list(zip(*p_rows)) if p_rows else [()] * N_MAP
-    P = np.zeros(N_MAP)
-    R = np.zeros(N_MAP)
-    C = np.zeros(N_MAP)
-    PLC = np.zeros(N_MAP)
-    for m in range(N_MAP):
-        G = set(g_cols[m])
-        G.discard("")
-        if not G:
-            continue
-        C[m] = 1.0
-        Pm = set(p_cols[m])
-        Pm.discard("")
-        if not Pm:
-            continue
-        hit = len(G & Pm)
-        P[m] = hit / len(Pm)
-        R[m] = hit / len(G)
-        PLC[m] = hit / n_pred
+    P, R, C, PLC = [0.0] * N_MAP, [0.0] * N_MAP, [0.0] * N_MAP, [0.0] * N_MAP
+    if g_rows:
+        g_cols = list(zip(*g_rows))
+        p_cols = list(zip(*p_rows)) if p_rows else None
+        for m in range(N_MAP):
+            G = set(g_cols[m])
+            G.discard("")
+            if not G:
+                continue
+            C[m] = 1.0
+            if p_cols is None:
+                continue
+            Pm = set(p_cols[m])
+            Pm.discard("")
+            if not Pm:
+                continue
+            hit = len(G & Pm)
+            P[m] = hit / len(Pm)
+            R[m] = hit / len(G)
+            PLC[m] = hit / n_pred
     return P, R, C, PLC, (len(gl), len(gl) - len(g_rows), len(pl), len(pl) - len(p_rows), n_pred)
 
 
@@ -87,13 +87,8 @@ def wheel_table(gold: Sequence[Any], pred: Sequence[Any], *, lexicon: MerWheel |
                 names: Sequence[str] | None = None) -> SampleTable:
     table = as_wheel(lexicon).table
     n = len(gold)
-    P = np.zeros((n, N_MAP))
-    R = np.zeros((n, N_MAP))
-    C = np.zeros((n, N_MAP))
-    PLC = np.zeros((n, N_MAP))
-    counts = np.zeros((n, 5))
-    for i in range(n):
-        P[i], R[i], C[i], PLC[i], counts[i] = _sample_row(_labels(gold[i], True), _labels(pred[i], False), table)
+    rows = [_sample_row(_labels(g, True), _labels(p, False), table) for g, p in zip(gold, pred)]
+    P, R, C, PLC, counts = (np.array([r[k] for r in rows], float).reshape(n, -1) for k in range(5))
     cols = {"p": P, "r": R, "counted": C, "p_lc": PLC, "f_sample": _f(P, R),
             "n_gold": counts[:, 0], "n_gold_oov": counts[:, 1], "n_pred": counts[:, 2],
             "n_pred_oov": counts[:, 3], "n_pred_distinct": counts[:, 4]}
@@ -153,7 +148,8 @@ def mer_wheel(gold: Sequence[Any], pred: Sequence[Any], *, lexicon: MerWheel | s
 def sample_wheel_scores(gold_labels: Any, pred_labels: Any, lexicon: MerWheel | str | Path) -> dict[str, float]:
     """Per-sample P/R/F (official and label-count-aware) for each of the 12 mappings; NaN where the gold
     maps to nothing (the official metric skips that sample for that mapping)."""
-    P, R, C, PLC, _ = _sample_row(_labels(gold_labels, True), _labels(pred_labels, False), as_wheel(lexicon).table)
+    P, R, C, PLC, _ = (np.array(x, float) for x in
+                       _sample_row(_labels(gold_labels, True), _labels(pred_labels, False), as_wheel(lexicon).table))
     F, FLC = _f(P, R), _f(PLC, R)
     out: dict[str, float] = {}
     for m, name in enumerate(MAPPINGS):

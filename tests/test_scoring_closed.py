@@ -77,7 +77,7 @@ def test_closed_set_exact_values_and_sklearn():
     assert r["uar"] == pytest.approx(3 / 4)
     assert r["macro_f1"] == pytest.approx(3 / 4)
     assert r["weighted_f1"] == pytest.approx(13 / 18)
-    assert r["hit_rate_any_label"] == pytest.approx(5 / 6)
+    assert r["hit_rate"] == pytest.approx(5 / 6)
     assert r["unmapped_rate"] == pytest.approx(1 / 6)
     assert r["mean_mapped_labels"] == pytest.approx(1.0)
     y_true = GOLD
@@ -184,7 +184,7 @@ def test_bootstrap_contains_estimate_and_is_deterministic():
     g = GOLD * 10
     pr = PRED * 10
     r = score("closed_set", g, pr, label_set="meld", bootstrap=200, seed=1)
-    for key in ("accuracy", "uar", "macro_f1", "hit_rate_any_label"):
+    for key in ("accuracy", "uar", "macro_f1", "hit_rate"):
         assert r[f"{key}_ci_low"] <= r[key] <= r[f"{key}_ci_high"]
 
 

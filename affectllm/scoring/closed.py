@@ -13,8 +13,9 @@ Single-label metrics (`closed_set`): the prediction is the first mappable predic
 ordered most salient first); no mappable label -> "<unmapped>", which is simply wrong. Reported:
 accuracy, WAR (= weighted recall, equal to accuracy), UAR (macro recall over gold classes), weighted and
 macro F1 (sklearn; classes = label-set members seen in gold or prediction), `unmapped_rate`, and
-`hit_rate_any_label` = gold anywhere in the mapped predicted set. The last one is what AffectGPT reports as
-"accuracy" on discrete datasets; it rewards listing many labels and is NOT comparable to accuracy.
+`hit_rate` = gold anywhere in the mapped predicted set: the AffectGPT-style "hit rate" that AffectGPT
+reports as accuracy on discrete datasets. It rewards listing many labels and is NOT comparable to accuracy;
+report it only next to `accuracy` and `mean_mapped_labels`.
 Multi-label metrics (`closed_set_multilabel`): micro/macro/samples F1, exact match, Jaccard on label sets.
 """
 from __future__ import annotations
@@ -205,7 +206,7 @@ def _closed_fast(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]:
         "uar": recall[gold_cls].mean(),
         "weighted_f1": (f1 * support)[cls].sum() / support[cls].sum(),
         "macro_f1": f1[cls].mean(),
-        "hit_rate_any_label": float((c["hit_any"] * w).sum() / tw),
+        "hit_rate": float((c["hit_any"] * w).sum() / tw),
         "unmapped_rate": float(((c["p_code"] == 0) * w).sum() / tw),
         "mean_mapped_labels": float((c["n_mapped"] * w).sum() / tw),
     }
@@ -225,7 +226,7 @@ def _closed_sklearn(c: dict[str, np.ndarray], w: np.ndarray) -> dict[str, float]
         "uar": recall_score(yt, yp, labels=gold_classes, average="macro", sample_weight=ww, zero_division=0),
         "weighted_f1": f1_score(yt, yp, labels=classes, average="weighted", sample_weight=ww, zero_division=0),
         "macro_f1": f1_score(yt, yp, labels=classes, average="macro", sample_weight=ww, zero_division=0),
-        "hit_rate_any_label": float((c["hit_any"][keep] * ww).sum() / tw),
+        "hit_rate": float((c["hit_any"][keep] * ww).sum() / tw),
         "unmapped_rate": float(((yp == UNMAPPED) * ww).sum() / tw),
         "mean_mapped_labels": float((c["n_mapped"][keep] * ww).sum() / tw),
     }
@@ -238,7 +239,7 @@ def closed_set(gold: Sequence[Any], pred: Sequence[Any], *, label_set=None, mapp
 
     >>> r = closed_set(["anger", "joy", "sadness", "neutral"],
     ...                [["furious"], ["thrilled", "sad"], ["happy", "sad"], ["banana"]], label_set="meld")
-    >>> r["accuracy"], r["hit_rate_any_label"], r["unmapped_rate"]
+    >>> r["accuracy"], r["hit_rate"], r["unmapped_rate"]
     (0.5, 0.75, 0.25)
     """
     return closed_set_table(gold, pred, label_set=label_set, mapper=mapper, names=names, **mapper_opts).result()

@@ -117,15 +117,16 @@ def _parse_tagged(text: str, notes: list[str], lexicon) -> Prediction:
     think = _THINK.search(text)
     think_text = think.group(1).strip() if think else ""
     found = _find_json(body, [], require_explanation=False) if ("{" in body or "[" in body) else None
+    inner_notes: list[str] = []
     if found is not None and found[0].labels:
         pred, kind = found
         if kind == "list":          # a JSON/Python list is a fine answer inside <answer>
-            pred.format_ok, pred.reason = True, None
-        elif pred.reason:
-            problems.append(pred.reason)
+            ok = True
+        else:                       # an object: its own verdict (schema problems) carries over
+            ok = pred.format_ok
+            inner_notes = [pred.reason] if pred.reason else []
         if not pred.explanation:
             pred.explanation = think_text
-        ok = pred.format_ok
     else:
         labels, dropped = clean_labels(_split_list(_strip_label_prefix(body)))
         if dropped:
@@ -135,8 +136,8 @@ def _parse_tagged(text: str, notes: list[str], lexicon) -> Prediction:
     if not pred.labels:
         problems.append("empty <answer>")
     pred.format = "tagged"
-    pred.format_ok = bool(pred.labels) and ok and not [p for p in problems if not p.startswith("lenient")]
-    pred.reason = _join(notes + problems)
+    pred.format_ok = bool(pred.labels) and ok and not problems
+    pred.reason = _join(notes + inner_notes + problems)
     return pred
 
 

@@ -56,6 +56,13 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import run_recipe
+
+    print(run_recipe(args.recipe, args.overrides))
+    return 0
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from .weights import prepare_mini
 
@@ -82,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--dtype", choices=["float32", "bfloat16"], help="override the preset's dtype")
     chat.add_argument("--json", action="store_true", help="machine-readable output")
     chat.set_defaults(func=_cmd_chat)
+
+    train = sub.add_parser("train", help="run a recipe (recipes/*.yaml) with key=value overrides")
+    train.add_argument("recipe", help="recipe name (recipes/NAME.yaml) or path")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 data.limit=200")
+    train.set_defaults(func=_cmd_train)
 
     score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
                            add_help=False)

@@ -1,0 +1,116 @@
+"""Checkpoints that resume exactly and are never half-written.
+
+<output_dir>/checkpoints/step-000050/ holds a complete artifact (servable as is), `recipe.yaml`, the trainable
+weights, optimizer and RNG states (safetensors + JSON: no pickle) and `trainer_state.json`. It is written under a
+temporary name and renamed when complete; `<output_dir>/latest` (replaced atomically) names the newest complete
+one. A crash or a full disk while saving leaves the previous `latest` untouched."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..artifact import save_artifact
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for idx, entry in state["state"].items():
+        for name, value in entry.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    np_state = np.random.get_state()
+    return ({"torch": torch.get_rng_state()},
+            {"numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]], "python": _jsonable(random.getstate())})
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _tupled(x):
+    return tuple(_tupled(v) for v in x) if isinstance(x, list) else x
+
+
+def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    name, keys, *rest = meta["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
+    random.setstate(_tupled(meta["python"]))
+
+
+def trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(output_dir: Path, step: int, pipe, base: str, recipe_yaml: str, optimizer, scheduler,
+                    trainer_state: dict, keep: int = 2) -> Path:
+    ckpts = output_dir / "checkpoints"
+    final = ckpts / f"step-{step:06d}"
+    partial = ckpts / f".step-{step:06d}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    save_artifact(pipe, partial, base=base, recipe_yaml=recipe_yaml)
+    save_file(trainable_state(pipe.model), str(partial / "trainable.safetensors"))
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, str(partial / "optimizer.safetensors"))
+    rng_tensors, rng_meta = rng_state()
+    save_file(rng_tensors, str(partial / "rng.safetensors"))
+    meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta,
+            **trainer_state}
+    (partial / "trainer_state.json").write_text(json.dumps(meta))
+    if final.exists():
+        shutil.rmtree(final)
+    partial.rename(final)
+    tmp_latest = output_dir / ".latest.tmp"
+    tmp_latest.write_text(final.name)
+    os.replace(tmp_latest, output_dir / "latest")
+    for old in sorted(ckpts.glob("step-*"))[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    pointer = output_dir / "latest"
+    if not pointer.is_file():
+        return None
+    path = output_dir / "checkpoints" / pointer.read_text().strip()
+    return path if (path / "trainer_state.json").is_file() else None
+
+
+def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
+    """Restore trainable weights, optimizer, scheduler and RNG; returns trainer_state.json."""
+    meta = json.loads((path / "trainer_state.json").read_text())
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n in weights if n not in params]
+    if missing:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"checkpoint {path} does not fit this model/recipe (unknown weights {missing[:3]})")
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    optimizer.load_state_dict(_unflatten_optimizer(load_file(str(path / "optimizer.safetensors")), meta["optimizer"]))
+    scheduler.load_state_dict(meta["scheduler"])
+    set_rng_state(load_file(str(path / "rng.safetensors")), meta["rng"])
+    return meta

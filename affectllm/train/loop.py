@@ -1,0 +1,188 @@
+"""The training loop shared by the align, sft and grpo stages (thin, on accelerate + PEFT).
+
+Why our own loop rather than a TRL trainer: batches carry audio and video features (or cached tower states) that
+the TRL trainers drop, and exact resume needs control of data order, RNG and checkpoint atomicity. The loop is
+deliberately plain: deterministic batch order from (seed, epoch), one optimizer step per global batch, a finite
+loss check before any update, metrics to JSONL (+ TensorBoard when installed), tqdm with loss and throughput."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..data import cache_dir
+from ..errors import AffectError
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .encoding import ExampleEncoder
+from .examples import build_examples
+from .recipe import Recipe
+from .setup import parameter_groups, prepare_model
+
+
+class TrainingDiverged(AffectError):
+    """The loss became NaN/inf: training stopped before applying the update; the last good checkpoint stays."""
+
+
+class MetricsLog:
+    """Append-only JSONL (truncated past the resume step so a resumed run has one consistent curve)."""
+
+    def __init__(self, path: Path, resume_step: int, enabled: bool, tensorboard: bool):
+        self.path, self.enabled = path, enabled
+        self.tb = None
+        if not enabled:
+            return
+        if path.exists():
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
+            path.write_text("".join(ln + "\n" for ln in keep))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(path.parent / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+        if self.tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(k, v, record["step"])
+
+
+def _schedule(recipe: Recipe, total: int):
+    warm = max(0, recipe.optim.warmup_steps)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / (warm + 1)
+        return max(0.0, (total - step) / max(1, total - warm))
+
+    return factor
+
+
+class BatchPlan:
+    """Deterministic global batches: epoch e is a permutation seeded by (seed, e); step s takes the next slice."""
+
+    def __init__(self, n: int, global_batch: int, seed: int):
+        if n < global_batch:
+            global_batch = n
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.per_epoch = n // global_batch
+        self._perms: dict[int, np.ndarray] = {}
+
+    def indices(self, step: int) -> list[int]:
+        epoch, pos = divmod(step, self.per_epoch)
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch][pos * self.global_batch : (pos + 1) * self.global_batch].tolist()
+
+
+def total_steps(recipe: Recipe, plan: BatchPlan) -> int:
+    return recipe.optim.epochs * plan.per_epoch if recipe.optim.epochs else recipe.optim.max_steps
+
+
+def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) -> Path:
+    """Run a recipe; returns the final artifact folder. `stop_after` ends early without a final artifact
+    (used to simulate an interrupted run in tests)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    acc = Accelerator(cpu=not torch.cuda.is_available(),
+                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    set_seed(recipe.optim.seed)
+    out = Path(recipe.run.output_dir)
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+    pipe, base = prepare_model(recipe)
+    d = recipe.data
+    examples = build_examples(pipe, d.corpora, d.split, d.prompt, d.modalities, limit=d.limit,
+                              seed=recipe.optim.seed, data_root=d.data_root, closed_set_prompt=d.closed_set_prompt,
+                              with_target=recipe.stage != "grpo", on_missing=d.on_missing)
+    encoder = ExampleEncoder(pipe, cache_dir(), use_cache=recipe.run.feature_cache)
+    micro = recipe.optim.batch_size
+    plan = BatchPlan(len(examples), micro * recipe.optim.grad_accum * acc.num_processes, recipe.optim.seed)
+    steps = total_steps(recipe, plan)
+    optimizer = torch.optim.AdamW(parameter_groups(pipe.model, recipe))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(recipe, steps))
+    model, optimizer = acc.prepare(pipe.model, optimizer)
+    start = 0
+    ckpt = latest_checkpoint(out) if recipe.run.resume else None
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, pipe.model, optimizer, scheduler)["step"]
+    log = MetricsLog(out / "metrics.jsonl", start, acc.is_main_process, recipe.run.tensorboard)
+    if acc.is_main_process:
+        (out / "recipe.yaml").write_text(recipe.to_yaml())
+    step_fn = _grpo_step if recipe.stage == "grpo" else _sft_step
+    bar = tqdm(range(start, steps), initial=start, total=steps, disable=not (progress and acc.is_main_process),
+               desc=f"{recipe.name} ({recipe.stage})", dynamic_ncols=True)
+    for step in bar:
+        t0 = time.perf_counter()
+        idx = plan.indices(step)
+        shard = idx[acc.process_index :: acc.num_processes]
+        record = {"step": step + 1, "lr": scheduler.get_last_lr()[0]}
+        losses, tokens = [], 0
+        for m in range(recipe.optim.grad_accum):
+            exs = [examples[i] for i in shard[m * micro : (m + 1) * micro]]
+            if not exs:
+                continue
+            loss, info = step_fn(model, pipe, encoder, exs, recipe)
+            if not torch.isfinite(loss).all():
+                last = latest_checkpoint(out)
+                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; stopped before the update. "
+                                       f"Last good checkpoint: {last or 'none yet'}")
+            acc.backward(loss / recipe.optim.grad_accum)
+            losses.append(loss.item())
+            tokens += info.pop("tokens", 0)
+            for k, v in info.items():
+                record[k] = record.get(k, 0.0) + v / recipe.optim.grad_accum
+        if recipe.optim.max_grad_norm:
+            record["grad_norm"] = float(acc.clip_grad_norm_(
+                [p for p in model.parameters() if p.requires_grad], recipe.optim.max_grad_norm))
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        record.update(loss=float(np.mean(losses)), step_s=round(dt, 4), samples_per_s=round(len(idx) / dt, 3),
+                      tokens_per_s=round(tokens * acc.num_processes / dt, 1),
+                      cache_hits=encoder.hits, cache_misses=encoder.misses)
+        if acc.is_main_process and (step + 1) % recipe.run.log_every == 0:
+            log.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{record['samples_per_s']:.2f}")
+        if (step + 1) % recipe.run.save_every == 0 or step + 1 == steps:
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                save_checkpoint(out, step + 1, pipe, base, recipe.to_yaml(), optimizer, scheduler,
+                                {"recipe": recipe.name, "examples": len(examples)}, keep=recipe.run.keep_checkpoints)
+        if stop_after is not None and step + 1 >= stop_after:
+            return out
+    acc.wait_for_everyone()
+    final = out / "final"
+    if acc.is_main_process:
+        from ..artifact import save_artifact
+
+        save_artifact(pipe, final, base=base, recipe_yaml=recipe.to_yaml())
+    return final
+
+
+def _media(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
+
+
+def _sft_step(model, pipe, encoder: ExampleEncoder, exs, recipe: Recipe) -> tuple[torch.Tensor, dict]:
+    batch = encoder.collate([encoder.encode(ex) for ex in exs])
+    out = model(**batch)
+    return out.loss, {"tokens": int(batch["attention_mask"].sum())}
+
+
+def _grpo_step(model, pipe, encoder: ExampleEncoder, exs, recipe: Recipe) -> tuple[torch.Tensor, dict]:
+    from .grpo import grpo_loss
+
+    return grpo_loss(model, pipe, encoder, exs, recipe)

@@ -1,0 +1,183 @@
+"""Recipes: one YAML file = one reproducible run, parsed into dataclasses (no dict soup, no exec).
+
+`load_recipe("sft_lora", ["optim.lr=1e-4", "data.limit=200"])` reads recipes/sft_lora.yaml (or a path), applies
+dotted `key=value` overrides (YAML-typed), and rejects unknown keys with a did-you-mean."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from ..registry import unknown_name_message
+
+STAGES = ("align", "sft", "grpo")
+
+
+@dataclass
+class ModelCfg:
+    base: str = "tiny"  # preset name, checkpoint folder, or a trained artifact to continue from
+    dtype: str = "bfloat16"
+    freeze_audio_tower: bool = True
+    freeze_vision_tower: bool = True
+
+
+@dataclass
+class DataCfg:
+    corpora: list[str] = field(default_factory=lambda: ["goemotions"])
+    split: str = "train"
+    eval_split: str = "dev"
+    modalities: list[str] = field(default_factory=lambda: ["text", "audio", "image", "video"])
+    limit: int | None = None  # samples per corpus (a seeded subset), None = all
+    eval_limit: int | None = 64
+    data_root: str | None = None  # default: ../shared/data or $AFFECTLLM_DATA
+    on_missing: str = "skip"  # a manifest row whose media file is missing: "skip" (counted) or "error"
+    prompt: str = "emotion_ov"
+    closed_set_prompt: bool = False  # use emotion_closed with the corpus label set as candidates
+    max_target_tokens: int = 160
+
+
+@dataclass
+class LoraCfg:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                                               "gate_proj", "up_proj", "down_proj"])
+    quantize_4bit: bool = False  # QLoRA: bitsandbytes NF4 base; towers and projectors stay unquantized
+
+
+@dataclass
+class OptimCfg:
+    lr: float = 2e-4
+    projector_lr: float | None = None  # default: lr
+    weight_decay: float = 0.0
+    warmup_steps: int = 10
+    max_steps: int = 100
+    epochs: int | None = None  # when set, overrides max_steps
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_grad_norm: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class GrpoCfg:
+    num_generations: int = 4
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    top_p: float = 1.0
+    beta: float = 0.04  # KL to the reference (the base without LoRA); 0 disables
+    rewards: dict[str, float] = field(default_factory=lambda: {"format": 0.5, "ov_wheel": 1.0, "label_count": 0.5})
+    max_labels: int = 3  # label-count penalty above this
+
+
+@dataclass
+class RunCfg:
+    output_dir: str = "runs/default"
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    feature_cache: bool = True
+    resume: bool = True
+    fail_on_nan: bool = True
+    tensorboard: bool = True
+
+
+@dataclass
+class Recipe:
+    name: str = "recipe"
+    stage: str = "sft"
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    lora: LoraCfg = field(default_factory=LoraCfg)
+    optim: OptimCfg = field(default_factory=OptimCfg)
+    grpo: GrpoCfg = field(default_factory=GrpoCfg)
+    run: RunCfg = field(default_factory=RunCfg)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(dataclasses.asdict(self), sort_keys=False)
+
+
+def recipe_dir() -> Path:
+    env = os.environ.get("AFFECTLLM_RECIPES")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "recipes"
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in recipe_dir().glob("*.yaml"))
+
+
+def _coerce(value: Any, annotation: Any, path: str) -> Any:
+    """YAML reads `1e-4` as a string (YAML 1.1 needs `1.0e-4`); coerce scalars to the field's declared type."""
+    args = typing.get_args(annotation) or (annotation,)
+    if value is None or not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        return value
+    for kind in (bool, int, float):
+        if kind in args and not isinstance(value, kind):
+            if kind is bool:
+                continue
+            try:
+                return kind(value) if kind is float or float(value) == int(float(value)) else value
+            except ValueError:
+                raise ConfigError(f"recipe key '{path}' must be {kind.__name__}, got {value!r}") from None
+    return value
+
+
+def _build(cls: type, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'recipe'} must be a mapping, got {type(values).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        path = f"{where}.{key}" if where else key
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown recipe key '{path}'{hint}; known: {', '.join(known)}")
+        sub = known[key].default_factory if known[key].default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub()):
+            kwargs[key] = _build(type(sub()), value or {}, path)
+        else:
+            kwargs[key] = _coerce(value, typing.get_type_hints(cls)[key], path)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        tree = tree.setdefault(k, {})
+        if not isinstance(tree, dict):
+            raise ConfigError(f"override '{dotted}': '{k}' is not a section")
+    tree[keys[-1]] = value
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = recipe_dir() / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(unknown_name_message("recipe", str(name_or_path), list_recipes()))
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    tree.setdefault("name", path.stem)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key=value (e.g. optim.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw))
+    recipe = _build(Recipe, tree, "")
+    if recipe.stage not in STAGES:
+        raise ConfigError(unknown_name_message("stage", recipe.stage, STAGES))
+    if recipe.data.on_missing not in ("skip", "error"):
+        raise ConfigError("data.on_missing must be 'skip' or 'error'")
+    return recipe

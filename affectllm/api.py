@@ -44,10 +44,12 @@ class AffectPipeline:
     def __init__(self, model, processor, name: str = ""):
         self.model, self.processor, self.name = model, processor, name
 
-    def build_messages(self, text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
+    @staticmethod
+    def build_messages(text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
                        prompt: str = "emotion_ov", candidates: list[str] | None = None, with_confidence: bool = False,
                        with_dimensions: bool = False, system: str | None = None) -> tuple[list[dict], str]:
-        """Chat messages with one content part per media item, then the rendered prompt text."""
+        """Chat messages with one content part per media item, then the rendered prompt text. A staticmethod, so a
+        client of a remote gateway (affectllm.serve.client) builds exactly the same messages."""
         parts = [{"type": "video", "video": v} for v in _as_list(video)]
         parts += [{"type": "image", "image": v} for v in _as_list(image)]
         parts += [{"type": "audio", "audio": v} for v in _as_list(audio)]

@@ -1,0 +1,290 @@
+"""vLLM process management: the stock LLM folder vLLM loads, the command line, start / wait / stop.
+
+vLLM runs from its own environment (.venv-vllm, made by scripts/setup_vllm_env.sh; see ../shared/ENVIRONMENT.md)
+as `python -m vllm.entrypoints.openai.api_server`, in its own process group, on loopback, behind a random API key
+only the gateway knows. Its sockets and temp files go to a private folder (TMPDIR), removed on stop; stop kills
+the whole process group and then any descendant that escaped it."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+ALLOWED_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def vllm_python() -> Path:
+    """$AFFECTLLM_VLLM_PYTHON, else the repository's .venv-vllm."""
+    env = os.environ.get("AFFECTLLM_VLLM_PYTHON")
+    return Path(env) if env else REPO / ".venv-vllm" / "bin" / "python"
+
+
+def vllm_missing_reason() -> str | None:
+    py = vllm_python()
+    if not py.exists():
+        return f"no vLLM environment at {py.parent.parent} (run `bash scripts/setup_vllm_env.sh` or `make env`)"
+    return None
+
+
+def serve_cache_dir() -> Path:
+    from ..weights import cache_dir
+
+    return cache_dir() / "serve"
+
+
+def _weights_hash(lm) -> str:
+    import torch
+
+    h = hashlib.sha256(json.dumps(lm.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(lm.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tensor.dtype).encode())
+        h.update(tensor.detach().contiguous().cpu().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _has_weights(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+
+
+def base_llm_dir(pipe, cache: Path | None = None) -> Path:
+    """The folder vLLM loads for the base LLM: the LLM's own folder when it was loaded from one (mini: the converted
+    Gemma folder), else the base language model saved once under a cache folder keyed by a hash of its weights."""
+    lm = pipe.model.language_model
+    if hasattr(lm, "peft_config"):
+        raise ConfigError("base_llm_dir needs the base pipeline (no LoRA applied)")
+    src = Path(str(getattr(lm.config, "_name_or_path", "") or "")).expanduser()
+    tok_files = ("tokenizer.json", "tokenizer_config.json")
+    if str(src) not in ("", ".") and src.is_dir() and _has_weights(src) and any((src / f).exists() for f in tok_files):
+        return src.resolve()
+    dest = (cache or serve_cache_dir()) / f"llm-{_weights_hash(lm)}"
+    if (dest / ".complete").exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        lm.save_pretrained(tmp)
+        pipe.processor.tokenizer.save_pretrained(tmp)
+        (tmp / ".complete").write_text("ok\n")
+        try:
+            tmp.rename(dest)
+        except OSError:  # another process finished first
+            if not (dest / ".complete").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+def lora_rank_bound(ranks: list[int], minimum: int = 16) -> int:
+    want = max([minimum, *ranks])
+    for r in ALLOWED_RANKS:
+        if r >= want:
+            return r
+    raise ConfigError(f"LoRA rank {want} is over vLLM's maximum ({ALLOWED_RANKS[-1]})")
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it when the gateway dies, even by SIGKILL (Linux prctl PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort; stop() is the normal path
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class VLLMServer:
+    model_dir: Path
+    served_name: str
+    loras: dict[str, Path] = field(default_factory=dict)
+    dtype: str = "auto"
+    host: str = "127.0.0.1"
+    port: int | None = None
+    max_model_len: int = 4096
+    max_lora_rank: int = 16
+    max_loras: int = 4
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = False
+    prefix_caching: bool = True
+    runtime_lora: bool = True
+    cache_root: Path | None = None  # VLLM_CACHE_ROOT (compile cache); default ~/.cache/affectllm/serve/vllm
+    workdir: Path | None = None  # TMPDIR for sockets and temp files; default a fresh temp folder
+    extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        if self.host not in ("127.0.0.1", "localhost", "::1"):
+            raise ConfigError(f"vLLM must listen on loopback only (got host {self.host!r}); the gateway is the "
+                              "public endpoint")
+        self.port = self.port or free_port(self.host)
+        self._own_workdir = self.workdir is None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def command(self) -> list[str]:
+        cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
+               "--served-model-name", self.served_name, "--host", self.host, "--port", str(self.port),
+               "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
+               "--gpu-memory-utilization", str(self.gpu_memory_utilization), "--enable-prompt-embeds",
+               "--generation-config", "vllm", "--api-key", self.api_key, "--disable-uvicorn-access-log"]
+        cmd.append("--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching")
+        if self.enforce_eager:
+            cmd.append("--enforce-eager")
+        if self.loras or self.runtime_lora:
+            cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
+                    "--max-loras", str(max(self.max_loras, len(self.loras)))]
+        if self.loras:
+            cmd += ["--lora-modules", *[f"{name}={path}" for name, path in self.loras.items()]]
+        return cmd + list(self.extra_args)
+
+    def env(self) -> dict[str, str]:
+        work = Path(self.workdir)
+        cache = Path(self.cache_root or serve_cache_dir() / "vllm")
+        for d in (work / "tmp", work / "config", cache):
+            d.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+        env.update(TMPDIR=str(work / "tmp"), VLLM_CACHE_ROOT=str(cache), VLLM_CONFIG_ROOT=str(work / "config"),
+                   VLLM_RPC_BASE_PATH=str(work / "tmp"), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
+                   HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
+                   VLLM_ALLOW_RUNTIME_LORA_UPDATING="True" if self.runtime_lora else "False",
+                   PYTHONUNBUFFERED="1")
+        env.update(self.extra_env)
+        return env
+
+    def start(self) -> "VLLMServer":
+        reason = vllm_missing_reason()
+        if reason:
+            raise ConfigError(reason)
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="affectllm-vllm-"))
+        Path(self.workdir).mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_path or Path(self.workdir) / "vllm.log"
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen(self.command(), env=self.env(), cwd=str(self.workdir), stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        finally:
+            log.close()
+        return self
+
+    def alive(self) -> str | None:
+        """None while the process runs, else why it is not running."""
+        if self.proc is None:
+            return "not started"
+        rc = self.proc.poll()
+        return None if rc is None else f"vLLM process exited with code {rc}"
+
+    def log_tail(self, n: int = 30) -> str:
+        try:
+            lines = Path(self.log_path).read_text(errors="replace").splitlines()
+        except (OSError, TypeError):
+            return ""
+        return "\n".join(lines[-n:])
+
+    def wait_ready(self, timeout: float = 600.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            reason = self.alive()
+            if reason:
+                raise RuntimeError(f"{reason} before it was ready; last log lines:\n{self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"vLLM was not ready after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
+
+    def descendants(self) -> list:
+        import psutil
+
+        if self.proc is None:
+            return []
+        try:
+            return [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left (group and escaped descendants)."""
+        import psutil
+
+        if self.proc is not None:
+            family = self.descendants()
+            for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self.proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                for p in family:
+                    try:
+                        p.send_signal(sig)
+                    except psutil.NoSuchProcess:
+                        pass
+                _, alive = psutil.wait_procs(family, timeout=wait)
+                if not alive:
+                    break
+                family = alive
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        if self._own_workdir and self.workdir is not None:
+            keep = os.environ.get("AFFECTLLM_KEEP_VLLM_LOG")
+            if keep and self.log_path and Path(self.log_path).exists():
+                shutil.copy(self.log_path, keep)
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> "VLLMServer":
+        self.start()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main() -> int:  # `python -m affectllm.serve.launcher DIR NAME`: a bare vLLM for debugging
+    server = VLLMServer(Path(sys.argv[1]), sys.argv[2], enforce_eager=True)
+    with server:
+        print(server.url, flush=True)
+        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

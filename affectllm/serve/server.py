@@ -1,0 +1,178 @@
+"""Assemble and run a gateway: models -> (vLLM process) -> backend -> FastAPI app -> uvicorn.
+
+`affectllm serve` calls `run()`; tests and the benchmark call `start()` to get a running gateway in a thread
+and a handle that stops everything (vLLM's whole process group included)."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ServeConfig
+
+log = logging.getLogger("affectllm.serve")
+
+
+@dataclass
+class VLLMOptions:
+    dtype: str | None = None  # default: the model's dtype in the gateway
+    max_model_len: int = 4096
+    gpu_memory_utilization: float = 0.3
+    enforce_eager: bool = False
+    prefix_caching: bool = True
+    max_loras: int = 4
+    max_lora_rank: int | None = None
+    url: str | None = None  # attach to a running vLLM instead of starting one
+    api_key: str | None = None  # that vLLM's key
+    cache_root: Path | None = None
+    workdir: Path | None = None
+    extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 900.0
+
+
+@dataclass
+class Running:
+    gateway: object
+    app: object
+    vllm: object | None
+    server: object | None = None
+    thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        cfg = self.gateway.cfg
+        return f"http://{cfg.host}:{cfg.port}"
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+        if self.thread is not None:
+            self.thread.join(timeout=30)
+        if self.vllm is not None:
+            self.vllm.stop()
+        self.gateway.executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> "Running":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _dtype_name(pipe) -> str:
+    return str(pipe.model.dtype).replace("torch.", "")
+
+
+def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, loras: dict[str, str] | None = None,
+          dtype: str | None = None, vllm: VLLMOptions | None = None, name: str | None = None) -> Running:
+    """Load the models, start vLLM (for backend 'vllm' without an url) and wait until it is ready."""
+    from .backends import HFBackend, VLLMBackend
+    from .gateway import Gateway, create_app
+    from .launcher import VLLMServer, base_llm_dir, lora_rank_bound
+    from .models import ModelRegistry
+
+    cfg = cfg or ServeConfig()
+    if backend not in ("vllm", "hf"):
+        from ..errors import ConfigError
+
+        raise ConfigError(f"unknown backend {backend!r}; use vllm or hf")
+    t0 = time.perf_counter()
+    registry = ModelRegistry(source, backend=backend, dtype=dtype, media_limits=cfg.media_limits(), main_name=name)
+    for lora_name, path in (loras or {}).items():
+        registry.add_lora(lora_name, path)
+    log.info("models loaded in %.1f s: %s", time.perf_counter() - t0, ", ".join(registry.names()))
+    proc = None
+    if backend == "hf":
+        gw = Gateway(registry, None, cfg)  # backend set below: it shares the gateway's model thread
+        gw.backend = HFBackend(gw.executor)
+        gw.preparer.need_embeds = True
+    else:
+        opts = vllm or VLLMOptions()
+        url, key = opts.url, opts.api_key
+        if url is None:
+            proc = VLLMServer(base_llm_dir(registry.base.pipe), registry.base.vllm_name,
+                              loras={m.vllm_name: m.adapter_dir for m in registry.loras()},
+                              dtype=opts.dtype or _dtype_name(registry.base.pipe), max_model_len=opts.max_model_len,
+                              max_lora_rank=opts.max_lora_rank or lora_rank_bound([m.lora_rank for m in registry.loras()]),
+                              max_loras=opts.max_loras, gpu_memory_utilization=opts.gpu_memory_utilization,
+                              enforce_eager=opts.enforce_eager, prefix_caching=opts.prefix_caching,
+                              runtime_lora=True, cache_root=opts.cache_root, workdir=opts.workdir,
+                              extra_args=opts.extra_args, extra_env=opts.extra_env)
+            log.info("starting vLLM: %s", " ".join(proc.command()).replace(proc.api_key, "***"))
+            proc.start()
+            try:
+                proc.wait_ready(opts.ready_timeout_s)
+            except BaseException:
+                proc.stop()
+                raise
+            url, key = proc.url, proc.api_key
+            log.info("vLLM ready at %s after %.1f s", url, time.perf_counter() - t0)
+        gw = Gateway(registry, VLLMBackend(url, key, alive=proc.alive if proc else None,
+                                           max_model_len=opts.max_model_len), cfg)
+    return Running(gw, create_app(gw), proc)
+
+
+def start(source: str, **kwargs) -> Running:
+    """build() + uvicorn in a background thread; returns once the gateway answers."""
+    import httpx
+    import uvicorn
+
+    running = build(source, **kwargs)
+    cfg = running.gateway.cfg
+    if not cfg.port:
+        from .launcher import free_port
+
+        cfg.port = free_port(cfg.host)
+    server = uvicorn.Server(uvicorn.Config(running.app, host=cfg.host, port=cfg.port, log_level="warning",
+                                           access_log=False, timeout_graceful_shutdown=5))
+    server.install_signal_handlers = lambda: None  # not the main thread
+    running.server = server
+    running.thread = threading.Thread(target=server.run, name="affectllm-gateway", daemon=True)
+    running.thread.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"{running.url}/health", timeout=2)
+            return running
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    running.stop()
+    raise RuntimeError("the gateway did not start listening")
+
+
+def run(source: str, **kwargs) -> int:
+    """Foreground server for the CLI: stops vLLM on SIGINT/SIGTERM and when uvicorn exits."""
+    import uvicorn
+
+    def _terminate(*_):  # while vLLM starts: unwind through build(), which stops it
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    running = build(source, **kwargs)
+    cfg = running.gateway.cfg
+    server = uvicorn.Server(uvicorn.Config(running.app, host=cfg.host, port=cfg.port, log_level="info",
+                                           access_log=False, timeout_graceful_shutdown=5))
+    running.server = server
+    if running.vllm is not None:  # a dead vLLM is reported by /health (503); log it once
+        def watch() -> None:
+            while not server.should_exit:
+                reason = running.vllm.alive()
+                if reason:
+                    log.error("%s; requests now get 503. Log tail:\n%s", reason, running.vllm.log_tail(10))
+                    return
+                time.sleep(1.0)
+
+        threading.Thread(target=watch, daemon=True).start()
+    try:
+        print(f"affectllm gateway on http://{cfg.host}:{cfg.port}  models: {', '.join(running.gateway.registry.names())}"
+              f"  backend: {kwargs.get('backend', 'vllm')}", flush=True)
+        server.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if running.vllm is not None:
+            running.vllm.stop()
+    return 0

@@ -9,6 +9,7 @@ export TRANSFORMERS_VERBOSITY := error
 
 env:
 	@bash scripts/setup_env.sh
+	@bash scripts/setup_vllm_env.sh
 
 demo: env
 	@bash scripts/demo.sh "$(DATA)"

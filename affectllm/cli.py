@@ -32,12 +32,17 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     from .api import load
 
     t0 = time.perf_counter()
-    pipe = load(args.model, dtype=args.dtype)
-    load_s = time.perf_counter() - t0
-    result = pipe.chat(text=args.text, audio=args.audio, image=args.image, video=args.video, prompt=args.prompt,
-                       candidates=args.candidates.split(",") if args.candidates else None,
-                       with_confidence=args.confidence, with_dimensions=args.dimensions,
-                       max_new_tokens=args.max_new_tokens)
+    if args.server:  # through a running gateway (affectllm serve)
+        from .serve.cli import chat_via_server
+
+        result, load_s = chat_via_server(args), 0.0
+    else:
+        pipe = load(args.model, dtype=args.dtype)
+        load_s = time.perf_counter() - t0
+        result = pipe.chat(text=args.text, audio=args.audio, image=args.image, video=args.video, prompt=args.prompt,
+                           candidates=args.candidates.split(",") if args.candidates else None,
+                           with_confidence=args.confidence, with_dimensions=args.dimensions,
+                           max_new_tokens=args.max_new_tokens)
     result.timings["load_s"] = round(load_s, 3)
     result.timings["total_s"] = round(time.perf_counter() - t0, 3)
     if args.json:
@@ -88,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--max-new-tokens", type=int, default=200)
     chat.add_argument("--dtype", choices=["float32", "bfloat16"], help="override the preset's dtype")
     chat.add_argument("--json", action="store_true", help="machine-readable output")
+    chat.add_argument("--server", help="URL of an affectllm gateway (affectllm serve); the model runs there")
+    chat.add_argument("--api-key", help="API key of --server (default: $AFFECTLLM_API_KEY)")
     chat.set_defaults(func=_cmd_chat)
 
     train = sub.add_parser("train", help="run a recipe (recipes/*.yaml) with key=value overrides")
@@ -95,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-4 data.limit=200")
     train.set_defaults(func=_cmd_train)
 
+    from .serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
     score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
                            add_help=False)
     score.set_defaults(func=None)

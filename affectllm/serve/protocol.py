@@ -53,7 +53,7 @@ class StreamOptions(_Strict):
 
 class Message(_Strict):
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[Any] | None = None  # parts are checked one by one in content.py
     name: str | None = None
 
 
@@ -78,9 +78,12 @@ class ChatRequest(_Strict):
     return_token_ids: bool = False  # vLLM extension: the choice carries `token_ids` (the generated token ids)
 
 
+_TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
 def _validation_message(err: ValidationError) -> tuple[str, str | None]:
     first = err.errors(include_url=False)[0]
-    loc = ".".join(str(x) for x in first["loc"] if not str(x).startswith(("function-", "json-or-python")))
+    loc = ".".join(str(x) for x in first["loc"] if str(x) not in _TYPE_TAGS and "[" not in str(x))
     if first["type"] == "extra_forbidden":
         return f"unrecognized request argument supplied: {loc}", loc
     if first["type"] == "missing":

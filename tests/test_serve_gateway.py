@@ -1,0 +1,228 @@
+"""The gateway on `tiny` with the in-process transformers backend: parity with AffectPipeline for every modality,
+streaming, logprobs, seed, stop, LoRA artifacts (static and loaded at runtime), tower batching, the official
+openai client, our client and `affectllm chat --server`, and prompt 503 / 504 answers when the backend fails."""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from serve_helpers import MEDIA, audio_part, image_part, make_lora_artifact, png_bytes, reference, wav_bytes
+
+KEY = "test-key"
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    return make_lora_artifact(tmp_path_factory.mktemp("lora") / "lora_a")
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory, artifact):
+    from affectllm.serve.config import ServeConfig
+    from affectllm.serve.server import start
+
+    media = tmp_path_factory.mktemp("media")
+    (media / "face.png").write_bytes(png_bytes(5))
+    (media / "voice.wav").write_bytes(wav_bytes(1.1, 300.0))
+    runtime = tmp_path_factory.mktemp("runtime_loras")
+    make_lora_artifact(runtime / "lora_b", seed=2)
+    cfg = ServeConfig(port=0, api_key=KEY, allow_dir=str(media), runtime_lora_dir=str(runtime))
+    running = start("tiny", backend="hf", cfg=cfg, loras={"lora_a": str(artifact)})
+    running.media_dir, running.runtime_dir = media, runtime
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def http(gateway):
+    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pipes(artifact):
+    from affectllm.api import load
+    from affectllm.artifact import load_artifact
+
+    return {"tiny": load("tiny"), "lora_a": load_artifact(artifact)}
+
+
+def ask(http, model: str, parts: list[dict], **kw) -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": parts}], "max_tokens": 12, "temperature": 0,
+            "return_token_ids": True, **kw}
+    resp = http.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+@pytest.mark.parametrize("model", ["tiny", "lora_a"])
+@pytest.mark.parametrize("kind", list(MEDIA))
+def test_same_tokens_and_logprobs_as_pipeline(http, pipes, model, kind):
+    parts = MEDIA[kind]()
+    ref_tokens, ref_lps = reference(pipes[model], parts, 12)
+    out = ask(http, model, parts, logprobs=True, top_logprobs=3)
+    choice = out["choices"][0]
+    assert choice["token_ids"] == ref_tokens
+    got = [[t["logprob"] for t in e["top_logprobs"]] for e in choice["logprobs"]["content"]]
+    assert len(got) == len(ref_lps)
+    assert max(abs(a - b) for g, r in zip(got, ref_lps) for a, b in zip(g, r)) < 1e-5
+    assert out["usage"]["completion_tokens"] == len(ref_tokens)
+
+
+def test_lora_artifact_changes_the_answer(http):
+    parts = MEDIA["image"]()
+    assert ask(http, "tiny", parts)["choices"][0]["token_ids"] != ask(http, "lora_a", parts)["choices"][0]["token_ids"]
+
+
+def test_stream_matches_non_stream(http):
+    parts = MEDIA["audio"]()
+    full = ask(http, "tiny", parts, logprobs=True)["choices"][0]
+    text, finish, n_lp, usage = "", None, 0, None
+    body = {"model": "tiny", "messages": [{"role": "user", "content": parts}], "max_tokens": 12, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}, "logprobs": True}
+    with http.stream("POST", "/v1/chat/completions", json=body) as resp:
+        assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/event-stream")
+        lines = [ln for ln in resp.iter_lines() if ln.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    for ln in lines[:-1]:
+        chunk = json.loads(ln[6:])
+        assert chunk["object"] == "chat.completion.chunk"
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+            continue
+        c = chunk["choices"][0]
+        text += c["delta"].get("content") or ""
+        finish = c["finish_reason"] or finish
+        n_lp += len((c.get("logprobs") or {}).get("content") or [])
+    assert text == full["message"]["content"] and finish == full["finish_reason"]
+    assert n_lp == len(full["token_ids"]) and usage["completion_tokens"] == len(full["token_ids"])
+
+
+def test_seed_temperature_and_stop(http):
+    parts = [{"type": "text", "text": "tell me"}]
+    a = ask(http, "lora_a", parts, temperature=1.0, seed=7, max_tokens=10)["choices"][0]["token_ids"]
+    b = ask(http, "lora_a", parts, temperature=1.0, seed=7, max_tokens=10)["choices"][0]["token_ids"]
+    assert a == b
+    greedy = ask(http, "lora_a", parts, max_tokens=10)["choices"][0]["message"]["content"]
+    stop = greedy[3:5]
+    if stop:
+        out = ask(http, "lora_a", parts, max_tokens=10, stop=[stop])["choices"][0]
+        assert out["finish_reason"] == "stop" and stop not in out["message"]["content"]
+        assert greedy.startswith(out["message"]["content"])
+
+
+def test_local_paths_inside_allow_dir(http, gateway, pipes):
+    """A relative path and a file:// URL inside --allow-dir give the same answer as the same bytes inline."""
+    inline = ask(http, "tiny", [image_part((gateway.media_dir / "face.png").read_bytes()),
+                                audio_part((gateway.media_dir / "voice.wav").read_bytes())])
+    by_path = ask(http, "tiny", [{"type": "image_url", "image_url": {"url": "face.png"}},
+                                 {"type": "audio_url", "audio_url": {"url": (gateway.media_dir / "voice.wav").as_uri()}}])
+    assert by_path["choices"][0]["token_ids"] == inline["choices"][0]["token_ids"]
+
+
+def test_models_health_and_runtime_lora(http, gateway):
+    assert http.get("/health").status_code == 200
+    assert {m["id"] for m in http.get("/v1/models").json()["data"]} == {"tiny", "lora_a"}
+    resp = http.post("/v1/load_lora_adapter", json={"lora_name": "lora_b", "lora_path": "lora_b"})
+    assert resp.status_code == 200, resp.text
+    assert "lora_b" in {m["id"] for m in http.get("/v1/models").json()["data"]}
+    ask(http, "lora_b", MEDIA["image"]())
+    assert http.post("/v1/unload_lora_adapter", json={"lora_name": "lora_b"}).status_code == 200
+    assert http.post("/v1/chat/completions", json={"model": "lora_b", "messages": [
+        {"role": "user", "content": "hi"}]}).status_code == 404
+
+
+def test_tower_work_is_batched_and_batching_keeps_answers(http, gateway):
+    parts = [[image_part(png_bytes(seed)), {"type": "text", "text": "hm"}] for seed in range(8)]
+    single = [ask(http, "tiny", p, max_tokens=4)["choices"][0]["token_ids"] for p in parts]
+    before = len(gateway.gateway.preparer.batches)
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda p: ask(http, "tiny", p, max_tokens=4)["choices"][0]["token_ids"], parts))
+    assert together == single
+    assert max(gateway.gateway.preparer.batches[before:]) > 1
+
+
+def test_official_openai_client(gateway):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=KEY, max_retries=0)
+    assert {m.id for m in client.models.list()} >= {"tiny", "lora_a"}
+    out = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "hello"}, image_part()]}], max_tokens=5, temperature=0, logprobs=True, top_logprobs=2)
+    assert out.choices[0].finish_reason in ("stop", "length") and len(out.choices[0].logprobs.content) == 5
+    chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hi"}],
+                                                 max_tokens=5, temperature=0, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=5, temperature=0).choices[0].message.content
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="unknown content part type"):
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": [{"type": "file"}]}])
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="wrong", max_retries=0).models.list()
+
+
+def test_client_helper_and_cli_chat_server(gateway, pipes, capsys):
+    from affectllm.cli import main
+    from affectllm.serve.client import AffectClient
+
+    image, audio = gateway.media_dir / "face.png", gateway.media_dir / "voice.wav"
+    local = pipes["tiny"].chat(text="so happy", image=str(image), audio=str(audio), max_new_tokens=8)
+    with AffectClient(gateway.url, api_key=KEY, model="tiny") as client:
+        remote = client.chat(text="so happy", image=str(image), audio=str(audio), max_new_tokens=8)
+        by_path = client.chat(text="so happy", image=str(image), audio=str(audio), max_new_tokens=8, send_paths=True)
+    assert remote.raw == local.raw == by_path.raw and remote.prompt == local.prompt
+    assert main(["chat", "--server", gateway.url, "--api-key", KEY, "--model", "tiny", "--text", "so happy",
+                 "--image", str(image), "--audio", str(audio), "--max-new-tokens", "8", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["raw"] == local.raw
+
+
+# ---- failures of the backend itself -----------------------------------------------------------------------------
+class _SlowBackend:
+    async def complete(self, *a):
+        await asyncio.sleep(30)
+
+    async def health(self):
+        return True, "slow"
+
+    async def close(self):
+        return None
+
+
+def _app(gateway, backend, **cfg):
+    from fastapi.testclient import TestClient
+
+    from affectllm.serve.config import ServeConfig
+    from affectllm.serve.gateway import Gateway, create_app
+
+    gw = Gateway(gateway.gateway.registry, backend, ServeConfig(**cfg), max_model_len=4096)
+    return TestClient(create_app(gw), raise_server_exceptions=False)
+
+
+@pytest.mark.parametrize("alive", [lambda: "vLLM process exited with code -9", None])
+def test_dead_vllm_gives_503_promptly(gateway, alive):
+    from affectllm.serve.backends import VLLMBackend
+    from affectllm.serve.launcher import free_port
+
+    backend = VLLMBackend(f"http://127.0.0.1:{free_port()}", alive=alive, max_model_len=4096)
+    with _app(gateway, backend) as client:
+        t0 = time.perf_counter()
+        resp = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [
+            {"role": "user", "content": [image_part(), {"type": "text", "text": "hi"}]}]})
+        assert resp.status_code == 503 and time.perf_counter() - t0 < 10
+        assert resp.json()["error"]["code"] == "backend_unavailable"
+        assert client.get("/health").status_code == 503
+
+
+def test_request_timeout_gives_504(gateway):
+    with _app(gateway, _SlowBackend(), request_timeout_s=0.5) as client:
+        t0 = time.perf_counter()
+        resp = client.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "x"}]})
+        assert resp.status_code == 504 and resp.json()["error"]["type"] == "timeout_error"
+        assert time.perf_counter() - t0 < 10
+        assert client.get("/health").status_code == 200

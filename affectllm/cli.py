@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve.cli import add_serve_parser
 
     add_serve_parser(sub)
+    from .evaluation.cli import add_arguments as add_eval_arguments, run as run_eval_command
+
+    add_eval_arguments(sub.add_parser("eval", help="run eval tasks and suites (evals/*.yaml) on a server, a model or "
+                                      "the dummy backend"))
+    sub.choices["eval"].set_defaults(func=run_eval_command)
     score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
                            add_help=False)
     score.set_defaults(func=None)

@@ -1,0 +1,92 @@
+"""`affectllm eval`: run eval tasks or groups against a served model, a local preset/checkpoint, or the dummy.
+
+    affectllm eval --model http://127.0.0.1:8000/v1 --tasks default --output runs/eval/mini
+    affectllm eval --model runs/sft_lora/final --tasks zero_shot,emobench --limit 20
+    affectllm eval --model dummy --tasks ov --limit 2          # no model: checks the plumbing
+    affectllm eval --list                                      # tasks and groups
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from ..errors import AffectError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="http(s)://HOST:PORT/v1 of an OpenAI-compatible server, a preset name, a "
+                                   "checkpoint folder, or 'dummy'")
+    p.add_argument("--tasks", help="comma-separated task and group names (or YAML paths), e.g. default or ov,zs_meld")
+    p.add_argument("--limit", type=int, help="samples per task (overrides the task and group limits)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds for tasks whose answers depend on one (sampling); "
+                   "greedy tasks run once (default 3)")
+    p.add_argument("--output", help="output folder (default runs/eval/<model>); re-running resumes it")
+    p.add_argument("--backend", choices=["openai", "hf", "dummy"],
+                   help="default: openai for a URL, dummy for --model dummy, else hf")
+    p.add_argument("--served-model", help="model name on the server (default: the first it lists)")
+    p.add_argument("--api-key", help="server API key (default: $AFFECTLLM_API_KEY)")
+    p.add_argument("--concurrency", type=int, default=4, help="parallel requests to the server (default 4)")
+    p.add_argument("--send-paths", action="store_true",
+                   help="send media as file:// URLs (the server must allow their folder) instead of base64")
+    p.add_argument("--batch-size", type=int, default=8, help="requests per generate() call (hf batch)")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="hf backend: override the model dtype")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
+    p.add_argument("--dummy-p", type=float, default=0.7, help="dummy backend: probability of a right answer")
+    p.add_argument("--data", help="data root (default $AFFECTLLM_DATA or ../shared/data)")
+    p.add_argument("--list", action="store_true", help="list tasks and groups, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def default_output(model: str) -> str:
+    return "runs/eval/" + (re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("_")[:80] or "model")
+
+
+def list_tasks() -> int:
+    from .tasks import load_catalog
+
+    cat = load_catalog()
+    print("groups:")
+    for name, g in sorted(cat.groups.items()):
+        print(f"  {name:24s} {', '.join(n + (f'[{lim}]' if lim else '') for n, lim in g.entries)}")
+    print("tasks:")
+    for name, t in sorted(cat.tasks.items()):
+        d = t.dataset
+        print(f"  {name:24s} {t.suite:18s} {d['corpus']}/{d['split']:6s} {t.prompt['name']}  v{t.version}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    if args.list:
+        return list_tasks()
+    if not args.model or not args.tasks:
+        raise AffectError("affectllm eval needs --model and --tasks (or --list)")
+    from .runner import run_eval
+
+    opts = {"batch_size": args.batch_size, "p": args.dummy_p, "dtype": args.dtype, "served_model": args.served_model,
+            "api_key": args.api_key or os.environ.get("AFFECTLLM_API_KEY"), "concurrency": args.concurrency,
+            "send_paths": args.send_paths}
+    out = args.output or default_output(args.model)
+    summary = run_eval(args.model, args.tasks, out, backend=args.backend, limit=args.limit, seeds=args.seeds,
+                       bootstrap=args.bootstrap, progress=not args.no_progress, data_root=args.data,
+                       command="affectllm eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
+                       **opts)
+    ok = [n for n, t in summary["tasks"].items() if t.get("status") == "ok"]
+    skipped = {n: t["status"] for n, t in summary["tasks"].items() if t.get("status") != "ok"}
+    print(f"{len(ok)} task(s) done -> {out}/report.md, {out}/summary.json")
+    for n, why in skipped.items():
+        print(f"  {n}: {why}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="affectllm eval", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run(args)
+    except AffectError as e:
+        print(f"affectllm: error: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,84 @@
+"""Per-sample results as append-only JSONL, so a crash loses nothing: each batch is appended, flushed and fsynced;
+a re-run reads the file, skips every key already written and generates only the rest. A torn last line (a crash
+mid-write) is dropped on open. `run.json` next to the samples pins what the rows were produced by (task version,
+model hash, decoding, prompt); resuming into a folder written by something else is refused rather than mixed."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import AffectError
+
+
+class SampleStore:
+    def __init__(self, folder: Path, fingerprint: dict):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / "samples.jsonl"
+        self._check_fingerprint(fingerprint)
+        self.rows: dict[str, dict] = {}
+        self._load()
+
+    def _check_fingerprint(self, fp: dict) -> None:
+        run = self.folder / "run.json"
+        if run.is_file() and self.path.is_file() and self.path.stat().st_size > 0:
+            old = json.loads(run.read_text())
+            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+            if diff:
+                raise AffectError(f"{self.folder} holds results of a different run (differs in: {', '.join(diff)}); "
+                                  f"use another --output folder or delete this one")
+        tmp = run.with_suffix(".tmp")
+        tmp.write_text(json.dumps(fp, indent=2, sort_keys=True))
+        os.replace(tmp, run)
+
+    def _load(self) -> None:
+        if not self.path.is_file():
+            return
+        good: list[str] = []
+        torn = False
+        with open(self.path, encoding="utf-8") as f:
+            for line in f:
+                if not line.endswith("\n"):
+                    torn = True
+                    break
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    torn = True
+                    break
+                if row.get("key") not in self.rows:
+                    self.rows[row["key"]] = row
+                    good.append(line)
+        if torn:                                  # rewrite without the torn tail (atomically)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(good), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.rows
+
+    def append(self, rows: Iterable[dict]) -> None:
+        rows = [r for r in rows if r["key"] not in self.rows]
+        if not rows:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False, default=_jsonable) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        for r in rows:
+            self.rows[r["key"]] = json.loads(json.dumps(r, default=_jsonable))
+
+
+def _jsonable(obj):
+    import numpy as np
+
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, set):
+        return sorted(obj)
+    return str(obj)

@@ -1,0 +1,223 @@
+"""`hallucination`: does the model talk about cues it was never given? Four probe types (option ``probe``):
+
+* ``absent`` (modality-absent probes): text only (or audio only) is given and the model is asked about a modality
+  that is not there ("What does the speaker's voice sound like?"). Score: `absent_ack_rate`, the share of answers
+  that state the modality is missing (`parsers.states_missing`, a documented keyword rule); `describes_absent_rate`
+  is the share that describes the missing modality instead (`parsers.cited_modalities`).
+* ``pairs`` (paired yes/no cue probes, in the spirit of EmotionHallucer, built from real metadata): per sample one
+  question whose true answer is yes and one whose answer is no — the gold emotion vs another label of the corpus
+  (RAVDESS emotion, CK+ expression; calm/neutral are never used against each other), and for RAVDESS the recorded
+  intensity (strong vs normal). A pair scores only when both answers are right (`pair_accuracy`); `yes_rate`
+  exposes a yes-bias.
+* ``conflict``: real samples paired so that two modalities disagree — the text of one corpus (MELD, gold X) with the
+  audio or face of another (RAVDESS / CK+, gold Y != X, both mapped into MELD's label set; neutral excluded).
+  Reported: how often the mapped answer contains only the text emotion (`text_only_rate`), only the other
+  modality's (`other_only_rate`), both, or neither; `single_modality_rate` = one modality decided alone.
+* ``grounding``: open-vocabulary answers on inputs with some modalities withheld; an explanation that cites a
+  modality family (audio words, visual words) that was not in the input counts as ungrounded
+  (`ungrounded_rate`, per family `ungrounded_audio_rate` / `ungrounded_visual_rate`, among answers that explain).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from ...data import LABEL_SETS, load_corpus
+from ...errors import ConfigError
+from ..inputs import stable_seed
+from ..metrics import bootstrap_mean, pair_scores
+from ..parsers import cited_modalities, states_missing, ungrounded_modalities
+from .base import Suite, filter_samples
+
+PROBES = ("absent", "pairs", "conflict", "grounding")
+ASK = {"audio": "What does the speaker's voice sound like, and what does its tone tell you about how they feel?",
+       "video": "Describe the speaker's facial expression in the video and what it tells you about how they feel.",
+       "image": "Describe the facial expression in the image and what it tells you about how the person feels."}
+NEVER_AGAINST = {frozenset({"calm", "neutral"})}
+SUBJECT = {"audio": "the emotion in the speaker's voice", "image": "the emotion shown on the face",
+           "video": "the emotion shown in the video"}
+
+
+def other_label(gold: str, labels: list[str], salt: str) -> str:
+    pool = [x for x in labels if x != gold and frozenset({x, gold}) not in NEVER_AGAINST]
+    return pool[stable_seed("other", salt) % len(pool)]
+
+
+class HallucinationSuite(Suite):
+    name = "hallucination"
+    option_keys = Suite.option_keys | {"probe", "ask", "questions", "common_labels"}
+    metric_names = ("absent_ack_rate", "pair_accuracy", "single_modality_rate", "ungrounded_rate")
+
+    @classmethod
+    def validate(cls, options, where):
+        super().validate(options, where)
+        if options.get("probe") not in PROBES:
+            raise ConfigError(f"{where}: options.probe must be one of {', '.join(PROBES)}")
+        for m in options.get("ask") or []:
+            if m not in ASK:
+                raise ConfigError(f"{where}: options.ask: no probe question for '{m}'; known: {', '.join(ASK)}")
+
+    # ---- items --------------------------------------------------------------------------------------------------
+    def items(self, task, samples, ctx):
+        probe = task.options["probe"]
+        return getattr(self, f"_items_{probe}")(task, samples, ctx)
+
+    def _items_absent(self, task, samples, ctx):
+        out = []
+        for s in samples:
+            given = [m for m in s.modalities() if m in (task.dataset.get("modalities") or s.modalities())]
+            for asked in task.options.get("ask", ["audio", "video"]):
+                if asked in given or (asked == "audio" and "video" in given):
+                    continue
+                item = self.make_item(task, s, modalities=given, variant=f"ask:{asked}", prompt="probe_absent_modality",
+                                      variables={"question": ASK[asked]}, oracle={"kind": "absent", "asked": asked})
+                item.meta["asked"] = asked
+                out.append(item)
+        return out
+
+    def _items_pairs(self, task, samples, ctx):
+        out = []
+        given_mod = [m for m in (task.dataset.get("modalities") or []) if m != "text"]
+        for s in samples:
+            given = [m for m in s.modalities() if m in (task.dataset.get("modalities") or s.modalities())]
+            subject = SUBJECT.get((given_mod or given or ["audio"])[0], "the emotion expressed")
+            labels = LABEL_SETS.get(s.label_set or "", [])
+            qs = []
+            if "emotion" in task.options.get("questions", ["emotion"]) and s.label in labels:
+                no = other_label(s.label, labels, s.id)
+                qs += [("emotion", "yes", f"Is {subject} '{s.label}'?"), ("emotion", "no", f"Is {subject} '{no}'?")]
+            intensity = s.meta.get("intensity")
+            if "intensity" in task.options.get("questions", []) and intensity in ("normal", "strong"):
+                qs += [("intensity", "yes" if intensity == "strong" else "no",
+                        "Is the emotion expressed with strong intensity?"),
+                       ("intensity", "yes" if intensity == "normal" else "no",
+                        "Is the emotion expressed with normal, mild intensity?")]
+            for kind, expected, q in qs:
+                item = self.make_item(task, s, modalities=given, variant=f"{kind}:{expected}", prompt="probe_yesno",
+                                      variables={"question": q}, oracle={"kind": "yesno", "gold": expected})
+                item.meta.update(question_kind=kind, expected=expected, question=q)
+                out.append(item)
+        return out
+
+    def _items_conflict(self, task, samples, ctx):
+        pw = task.dataset.get("pair_with")
+        if not pw:
+            raise ConfigError(f"task '{task.name}': probe 'conflict' needs dataset.pair_with (the text corpus)")
+        common = task.options.get("common_labels", "meld")
+        mapper = ctx.mapper(common)
+        partners = filter_samples(load_corpus(pw["corpus"], pw["split"], ctx.data_root), pw.get("filter"))
+        partners = [p for p in partners if p.text and mapper.map(p.label or "") not in (None, "neutral")]
+        random.Random(stable_seed("partners", task.name)).shuffle(partners)
+        other_mod = [m for m in (task.dataset.get("modalities") or []) if m != "text"] or ["audio"]
+        out, used = [], 0
+        for s in samples:
+            y = mapper.map(s.label or "")
+            if y in (None, "neutral"):
+                continue
+            partner = next((p for p in partners[used:] if mapper.map(p.label) != y), None)
+            if partner is None:
+                break
+            used = partners.index(partner) + 1
+            x = mapper.map(partner.label)
+            item = self.make_item(task, s, modalities=[m for m in s.modalities() if m in other_mod] + ["text"],
+                                  text=partner.text, key=f"conflict|{s.id}|{partner.id}", variant="conflict",
+                                  gold={**self.gold(s), "text_label": x, "other_label": y, "partner": partner.id},
+                                  oracle={"gold": [x if stable_seed("dom", s.id) % 2 else y],
+                                          "candidates": LABEL_SETS.get(common) if isinstance(common, str) else common})
+            item.meta.update(partner=partner.id, other_modality=other_mod[0])
+            out.append(item)
+        return out
+
+    def _items_grounding(self, task, samples, ctx):
+        return [self.make_item(task, s) for s in samples]
+
+    # ---- records ------------------------------------------------------------------------------------------------
+    def record(self, task, item, raw, ctx, response=None):
+        out = super().record(task, item, raw, ctx, response)
+        probe, sc = task.options["probe"], out["scores"]
+        if probe == "absent":
+            sc["acknowledges_missing"] = float(states_missing(raw))
+            sc["describes_absent"] = float(bool(cited_modalities(raw) & ({"audio"} if item.meta["asked"] == "audio"
+                                                                           else {"visual"})))
+        elif probe == "pairs":
+            sc["correct"] = float(out["parsed"].get("answer") == item.meta["expected"])
+        elif probe == "conflict":
+            mapped = ctx.mapper(task.options.get("common_labels", "meld")).map_labels(out["parsed"].get("labels", []))
+            t, o = item.gold["text_label"] in mapped, item.gold["other_label"] in mapped
+            sc.update(text_only=float(t and not o), other_only=float(o and not t), both=float(t and o),
+                      neither=float(not t and not o))
+        elif probe == "grounding":
+            expl = out["parsed"].get("explanation") or ""
+            bad = ungrounded_modalities(expl, item.modalities or [])
+            sc.update(has_explanation=float(bool(expl.strip())), ungrounded=float(bool(bad)),
+                      ungrounded_audio=float("audio" in bad), ungrounded_visual=float("visual" in bad))
+        return out
+
+    # ---- summary ------------------------------------------------------------------------------------------------
+    def summarize(self, task, records, ctx):
+        base = super().summarize(task, records, ctx)
+        m, tables = base["metrics"], base["tables"]
+        probe = task.options["probe"]
+        col = lambda key, rows=records: np.array([r["scores"].get(key, np.nan) for r in rows], float)  # noqa: E731
+        if probe == "absent" and records:
+            m["absent_ack_rate"] = float(np.nanmean(col("acknowledges_missing")))
+            m["describes_absent_rate"] = float(np.nanmean(col("describes_absent")))
+            for asked in sorted({r["meta"]["asked"] for r in records}):
+                rows = [r for r in records if r["meta"]["asked"] == asked]
+                m[f"ask:{asked}.absent_ack_rate"] = float(np.nanmean(col("acknowledges_missing", rows)))
+            m.update(bootstrap_mean(ctx.bootstrap, col("acknowledges_missing"), "absent_ack_rate"))
+        elif probe == "pairs":
+            all_yes, all_no = [], []
+            for kind in sorted({r["meta"]["question_kind"] for r in records}):
+                rows = {(r["sample_id"], r["meta"]["expected"]): r for r in records if r["meta"]["question_kind"] == kind}
+                ids = sorted({sid for sid, _ in rows if (sid, "yes") in rows and (sid, "no") in rows})
+                yes = [rows[(i, "yes")]["parsed"].get("answer") for i in ids]
+                no = [rows[(i, "no")]["parsed"].get("answer") for i in ids]
+                all_yes += yes
+                all_no += no
+                tables[kind] = pair_scores(yes, no)
+                m[f"{kind}.pair_accuracy"] = tables[kind].get("pair_accuracy", float("nan"))
+            m.update(pair_scores(all_yes, all_no))
+            both = np.array([a == "yes" and b == "no" for a, b in zip(all_yes, all_no)], float)
+            m.update(bootstrap_mean(ctx.bootstrap, both, "pair_accuracy"))
+        elif probe == "conflict" and records:
+            for k in ("text_only", "other_only", "both", "neither"):
+                m[f"{k}_rate"] = float(np.nanmean(col(k)))
+            m["single_modality_rate"] = m["text_only_rate"] + m["other_only_rate"]
+            decided = m["single_modality_rate"]
+            m["text_dominance"] = m["text_only_rate"] / decided if decided > 0 else float("nan")
+            m.update(bootstrap_mean(ctx.bootstrap, col("text_only") + col("other_only"), "single_modality_rate"))
+            tables["other_modality"] = records[0]["meta"].get("other_modality")
+        elif probe == "grounding" and records:
+            has = col("has_explanation") > 0
+            m["explanation_rate"] = float(has.mean())
+            rows = [r for r, h in zip(records, has) if h]
+            if rows:
+                m["ungrounded_rate"] = float(np.nanmean(col("ungrounded", rows)))
+                m["ungrounded_audio_rate"] = float(np.nanmean(col("ungrounded_audio", rows)))
+                m["ungrounded_visual_rate"] = float(np.nanmean(col("ungrounded_visual", rows)))
+                m.update(bootstrap_mean(ctx.bootstrap, col("ungrounded", rows), "ungrounded_rate"))
+        return base
+
+    def headline(self, task):
+        if task.headline:
+            return task.headline
+        return {"absent": ["absent_ack_rate", "describes_absent_rate"],
+                "pairs": ["pair_accuracy", "question_accuracy", "yes_rate"],
+                "conflict": ["text_only_rate", "other_only_rate", "both_rate", "neither_rate", "single_modality_rate"],
+                "grounding": ["ungrounded_rate", "ungrounded_audio_rate", "ungrounded_visual_rate",
+                              "explanation_rate"]}[task.options["probe"]] + super().headline(task)[:2]
+
+    def plots(self, task, summary, records, outdir: Path, ctx):
+        from ..report import bar_plot
+
+        m = summary["metrics"]
+        keys = [k for k in self.headline(task) if k in m]
+        keys += [k for k in m if (k.endswith(".pair_accuracy") or k.startswith("ask:")) and k not in keys]
+        return [bar_plot(m, keys, outdir / f"{task.name}_hallucination.png",
+                         title=f"{task.name} ({task.options['probe']} probes)")]
+
+
+SUITE = HallucinationSuite

@@ -1,0 +1,151 @@
+"""`prompt_sensitivity`: how much a closed-set answer depends on wording rather than on the input.
+
+Variants of one closed-set question, each asked about the same samples:
+* ``base``: the task prompt (emotion_closed) with the label set in its canonical order;
+* ``para:<name>``: a family of >= 5 paraphrases (prompts/paraphrase/closed_*.jinja; same task, same answer format);
+* ``order:<how>``: the base prompt with the candidate list reversed, rotated by half, or shuffled (a fixed
+  shuffle per task, so it is not seed-dependent);
+* ``format:<name>``: separators and list formats (" | ", one per line, numbered).
+
+Answers are mapped into the label set (`closed_set` of the scoring module). Reported: per-variant accuracy and
+macro F1 with bootstrap CIs; mean, std and range of accuracy over variants; the prediction flip rate against
+``base`` (share of samples whose mapped label changes, averaged over variants) and over all variant pairs;
+Fleiss' kappa with variants as raters and the mapped labels (including "<unmapped>") as categories; and a heatmap
+of pairwise agreement. A robust model has a small range, low flip rate and kappa near 1, whatever its accuracy.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import ConfigError
+from ...scoring import score
+from ..inputs import stable_seed
+from ..metrics import agreement_matrix, fleiss_kappa, flip_rate, ratings_table
+from .base import Suite
+
+ORDERS = ("reversed", "rotated", "shuffled")
+
+
+def reorder(cands: list[str], how: str, salt: str) -> list[str]:
+    if how == "reversed":
+        return cands[::-1]
+    if how == "rotated":
+        k = len(cands) // 2
+        return cands[k:] + cands[:k]
+    if how == "shuffled":
+        out = list(cands)
+        random.Random(stable_seed("order", salt)).shuffle(out)
+        if out == cands and len(out) > 1:
+            out = out[1:] + out[:1]
+        return out
+    raise ConfigError(f"unknown label order '{how}'; known: {', '.join(ORDERS)}")
+
+
+class PromptSensitivitySuite(Suite):
+    name = "prompt_sensitivity"
+    option_keys = Suite.option_keys | {"paraphrases", "orders", "formats"}
+    metric_names = ("kappa", "flip_rate")
+
+    @classmethod
+    def validate(cls, options, where):
+        super().validate(options, where)
+        paras = options.get("paraphrases") or []
+        if len(paras) < 5:
+            raise ConfigError(f"{where}: options.paraphrases lists {len(paras)} prompts; a paraphrase family needs "
+                              f">= 5")
+        for how in options.get("orders") or []:
+            if how not in ORDERS:
+                raise ConfigError(f"{where}: unknown label order '{how}'; known: {', '.join(ORDERS)}")
+        from ...prompts import get_prompt
+
+        for name in paras + list(options.get("formats") or []):
+            get_prompt(name)
+
+    def variants(self, task) -> list[tuple[str, str, str | None]]:
+        """(variant name, prompt name, order)"""
+        out = [("base", task.prompt["name"], None)]
+        out += [(f"para:{p.rsplit('/', 1)[-1]}", p, None) for p in task.options.get("paraphrases", [])]
+        out += [(f"order:{o}", task.prompt["name"], o) for o in task.options.get("orders", [])]
+        out += [(f"format:{f.rsplit('/', 1)[-1].removeprefix('format_')}", f, None)
+                for f in task.options.get("formats", [])]
+        return out
+
+    def items(self, task, samples, ctx):
+        out = []
+        for variant, prompt, order in self.variants(task):
+            for s in samples:
+                over = {}
+                if order:
+                    over["variables"] = {"candidates": reorder(self.candidates(task, s), order, task.name)}
+                out.append(self.make_item(task, s, variant=variant, prompt=prompt, **over))
+        return out
+
+    def _spec(self, task):
+        spec = next((m for m in task.metric_list if m.metric == "closed_set"), None)
+        if spec is None:
+            raise ConfigError(f"task '{task.name}': prompt_sensitivity needs a closed_set metric in metric_list")
+        return spec
+
+    def summarize(self, task, records, ctx):
+        spec = self._spec(task)
+        mapper = ctx.mapper(spec.options.get("label_set"))
+        by_variant: dict[str, dict[str, dict]] = {}
+        for r in records:
+            by_variant.setdefault(r["variant"], {})[r["sample_id"]] = r
+        names = [v for v, _, _ in self.variants(task) if v in by_variant]
+        common = sorted(set.intersection(*(set(by_variant[v]) for v in names))) if names else []
+        per_variant, preds = {}, []
+        for v in names:
+            rows = [by_variant[v][sid] for sid in common]
+            res = score("closed_set", [r["gold"]["label"] for r in rows], [r["parsed"].get("labels", []) for r in rows],
+                        mapper=mapper, bootstrap=ctx.bootstrap)
+            preds.append([r["scores"].get(f"{spec.prefix}.pred", "<unmapped>") for r in rows])
+            per_variant[v] = {"prompt_id": rows[0]["prompt_id"] if rows else None,
+                              **{k: res[k] for k in ("accuracy", "accuracy_ci_low", "accuracy_ci_high", "macro_f1",
+                                                     "macro_f1_ci_low", "macro_f1_ci_high", "unmapped_rate")}}
+        m: dict[str, float] = {}
+        agreement = None
+        if per_variant:
+            acc = np.array([p["accuracy"] for p in per_variant.values()])
+            f1 = np.array([p["macro_f1"] for p in per_variant.values()])
+            m.update({"accuracy_mean": float(acc.mean()), "accuracy_std": float(acc.std(ddof=1)) if len(acc) > 1
+                      else 0.0, "accuracy_min": float(acc.min()), "accuracy_max": float(acc.max()),
+                      "accuracy_range": float(acc.max() - acc.min()), "macro_f1_mean": float(f1.mean()),
+                      "macro_f1_range": float(f1.max() - f1.min()), "n_variants": float(len(names)),
+                      "n_samples": float(len(common))})
+            for v, p in per_variant.items():
+                p["flip_vs_base"] = flip_rate(preds[0], preds[names.index(v)]) if common else float("nan")
+            if len(names) > 1 and common:
+                m["flip_rate_vs_base"] = float(np.mean([per_variant[v]["flip_vs_base"] for v in names[1:]]))
+                agree = agreement_matrix(preds)
+                m["flip_rate_pairwise"] = float(1 - agree[np.triu_indices(len(names), 1)].mean())
+                m["fleiss_kappa"] = fleiss_kappa(ratings_table(preds))
+                m["unanimous_rate"] = float(np.mean([len({p[i] for p in preds}) == 1 for i in range(len(common))]))
+                agreement = {"variants": names, "matrix": agree.tolist()}
+        for v, p in per_variant.items():
+            m[f"{v}.accuracy"] = p["accuracy"]
+        return {"metrics": m, "tables": {"per_variant": per_variant, "agreement": agreement}}
+
+    def headline(self, task):
+        return task.headline or ["accuracy_mean", "accuracy_std", "accuracy_range", "flip_rate_vs_base",
+                                 "flip_rate_pairwise", "fleiss_kappa"]
+
+    def plots(self, task, summary, records, outdir: Path, ctx):
+        from ..report import bar_plot, heatmap
+
+        per = summary["tables"].get("per_variant") or {}
+        m = {}
+        for v, p in per.items():
+            m[v], m[f"{v}_ci_low"], m[f"{v}_ci_high"] = p["accuracy"], p["accuracy_ci_low"], p["accuracy_ci_high"]
+        paths = [bar_plot(m, list(per), outdir / f"{task.name}_variants.png",
+                          title=f"{task.name}: accuracy per prompt variant", ylabel="accuracy")]
+        agreement = summary["tables"].get("agreement") or {"variants": list(per), "matrix": np.eye(len(per)).tolist()}
+        paths.append(heatmap(np.array(agreement["matrix"]), agreement["variants"], outdir / f"{task.name}_agreement.png",
+                             title=f"{task.name}: share of samples where two variants agree"))
+        return paths
+
+
+SUITE = PromptSensitivitySuite

@@ -1,0 +1,115 @@
+"""`zero_shot`: transfer across label spaces. The model answers in open vocabulary (no candidate list in the
+prompt); `scoring.LabelMapper` maps the answer into each corpus' own label set and `closed_set` /
+`closed_set_multilabel` score it (accuracy, WAR/UAR, weighted and macro F1; micro/macro/samples F1).
+
+EmoBench EU (option ``map_to_choices``): each question has its own 4-6 choices, some compound ("Gratitude & Joy").
+The predicted words are mapped onto the parts of the choices; the choice with the largest share of its parts
+matched wins; a tie or no match is "<unmapped>" (wrong). Scored as a closed set over the choice letters.
+
+Leave-one-corpus-out (option ``leave_one_out``): the summary records which corpora the model was trained on
+(`data.corpora` of the checkpoint's recipe.yaml, when present) and whether this task's corpus was among them, so a
+reader can tell in-domain from transfer numbers. Nothing is chosen from it.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from ...scoring import LabelMapper
+from ..parsers import letters
+from .base import Suite
+
+
+@lru_cache(maxsize=512)
+def _part_mapper(parts: tuple[str, ...]) -> LabelMapper:
+    return LabelMapper(list(parts))
+
+
+def choice_parts(choice: str) -> list[str]:
+    return [p.strip().lower() for p in choice.split("&") if p.strip()]
+
+
+def map_to_choice(labels: list[str], choices: list[str]) -> str | None:
+    """The letter of the choice that the open-vocabulary labels match best, or None on a tie / no match.
+
+    >>> map_to_choice(["grateful", "happy"], ["Gratitude & Anger", "Embarrassment & Joy", "Gratitude & Joy"])
+    'C'
+    >>> map_to_choice(["joy"], ["Gratitude & Joy", "Embarrassment & Joy"]) is None
+    True
+    """
+    parts = tuple(dict.fromkeys(p for c in choices for p in choice_parts(c)))
+    if not parts or not labels:
+        return None
+    mapper = _part_mapper(parts)
+    hit = {t for t in (mapper.map(w) for w in labels) if t}
+    shares = [sum(p in hit for p in choice_parts(c)) / max(1, len(choice_parts(c))) for c in choices]
+    best = max(shares)
+    if best == 0 or shares.count(best) > 1:
+        return None
+    return letters(len(choices))[shares.index(best)]
+
+
+def trained_on(ctx) -> list[str] | None:
+    recipe = (ctx.backend_info or {}).get("recipe") or {}
+    corpora = (recipe.get("data") or {}).get("corpora") if isinstance(recipe, dict) else None
+    return [str(c) for c in corpora] if corpora else None
+
+
+class ZeroShotSuite(Suite):
+    name = "zero_shot"
+    option_keys = Suite.option_keys | {"map_to_choices"}
+
+    def gold(self, sample):
+        g = super().gold(sample)
+        choices = sample.meta.get("choices")
+        if choices and sample.meta.get("answer") in choices:
+            g["letter"] = letters(len(choices))[choices.index(sample.meta["answer"])].lower()
+        return g
+
+    def make_item(self, task, sample, **over):
+        item = super().make_item(task, sample, **over)
+        if task.options.get("map_to_choices"):
+            item.meta["choices"] = list(sample.meta.get("choices") or [])
+            item.oracle["candidates"] = [p for c in item.meta["choices"] for p in choice_parts(c)]
+            item.oracle["gold"] = choice_parts(sample.meta.get("answer", ""))
+        return item
+
+    def record(self, task, item, raw, ctx, response=None):
+        out = super().record(task, item, raw, ctx, response)
+        if task.options.get("map_to_choices"):
+            letter = map_to_choice(out["parsed"].get("labels", []), item.meta.get("choices", []))
+            out["parsed"]["choice"] = letter.lower() if letter else None
+            out["scores"]["choice.correct"] = float(out["parsed"]["choice"] == item.gold.get("letter"))
+        return out
+
+    def metric_inputs(self, m, records):
+        keep, gold, pred = super().metric_inputs(m, records)
+        if (m.gold or "") == "letter":
+            pred = [[r["parsed"]["choice"]] if r["parsed"].get("choice") else [] for r in keep]
+        return keep, gold, pred
+
+    def summarize(self, task, records, ctx):
+        out = super().summarize(task, records, ctx)
+        if task.options.get("leave_one_out"):
+            seen = trained_on(ctx)
+            corpus = task.dataset["corpus"]
+            out["tables"]["leave_one_out"] = {
+                "test_corpus": corpus, "trained_on": seen,
+                "held_out": None if seen is None else corpus not in seen,
+                "note": "from the checkpoint's recipe.yaml" if seen is not None else
+                        "training corpora unknown (no recipe.yaml for this model)"}
+        return out
+
+    def plots(self, task, summary, records, outdir: Path, ctx):
+        from ..report import bar_plot
+
+        m = summary["metrics"]
+        keys = [k for k in self.headline(task) if k in m]
+        title = task.name
+        loo = summary["tables"].get("leave_one_out")
+        if loo and loo.get("held_out") is not None:
+            title += " (held-out corpus)" if loo["held_out"] else " (in-domain: trained on this corpus)"
+        return [bar_plot(m, keys[:8], outdir / f"{task.name}_zero_shot.png", title=title)]
+
+
+SUITE = ZeroShotSuite

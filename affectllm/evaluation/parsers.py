@@ -5,8 +5,8 @@ examples (tests/test_eval_metrics.py), so a reader can check what was counted.
 Parsers (task YAML `parser:`):
 * ``emotion``: `scoring.parse` (labels, explanation, confidence, valence/arousal).
 * ``letter``: a multiple-choice letter: JSON ``{"answer": "B"}`` / ``{"labels": ["B"]}``, a leading ``B``,
-  ``(B)`` or ``B.``, ``answer: B`` / ``answer is B``, a lone capital ``B`` (an ``A`` only with punctuation after
-  it, since "A person ..." is an article), else the single choice whose text appears in the answer.
+  ``(B)`` or ``B.``, ``answer: B`` / ``answer is B``, a lone capital ``B`` (``A`` and ``I`` only with punctuation after
+  them: "A person ...", "I think ..."), else the single choice whose text appears in the answer.
 * ``yesno``: the first standalone ``yes`` or ``no`` (also ``true``/``false``); None when neither appears.
 * ``text``: the raw text, stripped.
 
@@ -102,7 +102,7 @@ _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.I)
 _ANSWER_IS = re.compile(r"\b(?i:answer)\s*(?:is|:)?\s*[:\-]?\s*\(?([A-Z])\)?(?![A-Za-z])")
 _LEADING = re.compile(r"^\s*[\"'*(\[]*([A-Z])(?:[\])\"'*.:,]|\s*$|\s+[-–:)])", re.I)
 _PAREN = re.compile(r"\(([A-Z])\)", re.I)
-_LONE = re.compile(r"(?<![A-Za-z'’])([B-Z])(?![A-Za-z'’])|(?<![A-Za-z'’])(A)(?=[.):,]|\s*$)")
+_LONE = re.compile(r"(?<![A-Za-z'’])([B-HJ-Z])(?![A-Za-z'’])|(?<![A-Za-z'’])([AI])(?=[.):,]|\s*$)")
 
 
 def letters(n: int) -> list[str]:

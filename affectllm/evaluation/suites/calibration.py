@@ -110,7 +110,9 @@ class CalibrationSuite(Suite):
 
         def probs_of(rows):
             keep = [r for r in rows if r.get("label_probs") and r["gold"].get("label") in r["label_probs"]["candidates"]]
-            p = np.array([r["label_probs"]["probs"] for r in keep], float).reshape(len(keep), -1)
+            if not keep:
+                return keep, np.zeros((0, 1)), np.zeros(0, int)
+            p = np.array([r["label_probs"]["probs"] for r in keep], float)
             y = np.array([r["label_probs"]["candidates"].index(r["gold"]["label"]) for r in keep], int)
             return keep, p, y
 

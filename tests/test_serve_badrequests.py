@@ -141,7 +141,6 @@ def cases(d: dict) -> list[tuple]:
         ("json_schema_missing", J(chat(response_format={"type": "json_schema"})), 400, "json_schema"),
         ("json_schema_not_object", J(chat(response_format={"type": "json_schema", "json_schema": {"schema": 5}})),
          400, "schema"),
-        ("json_schema_on_hf_backend", J(chat(response_format={"type": "json_object"})), 400, "vllm backend"),
         ("context_too_long", C("x" * 4500), 400, "context"),
         ("text_too_long", C("x" * (LIMITS["max_text_chars"] + 1)), 400, "characters"),
         # content parts

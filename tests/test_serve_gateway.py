@@ -116,6 +116,15 @@ def test_seed_temperature_and_stop(http):
         assert greedy.startswith(out["message"]["content"])
 
 
+def test_json_schema_on_hf_backend(http):
+    from affectllm.schema import answer_json_schema
+
+    rf = {"type": "json_schema", "json_schema": {"name": "emotion", "schema": answer_json_schema()}}
+    for fmt in (rf, {"type": "json_object"}):
+        out = ask(http, "lora_a", MEDIA["text"](), max_tokens=40, response_format=fmt)["choices"][0]
+        assert out["message"]["content"].strip().startswith("{"), out
+
+
 def test_local_paths_inside_allow_dir(http, gateway, pipes):
     """A relative path and a file:// URL inside --allow-dir give the same answer as the same bytes inline."""
     inline = ask(http, "tiny", [image_part((gateway.media_dir / "face.png").read_bytes()),

@@ -209,9 +209,13 @@ def _eos_ids(lm) -> set[int]:
 @torch.inference_mode()
 def hf_generate(served: ServedModel, prep: Prepared, p: GenParams) -> Completion:
     """One request through `language_model.generate(inputs_embeds=...)`, like AffectForConditionalGeneration."""
-    if p.response_format is not None and p.response_format.get("type") != "text":
-        raise APIError(400, "response_format json_object/json_schema needs the vllm backend (the hf backend has no "
-                            "constrained decoding)", param="response_format", code="unsupported_by_backend")
+    from . import constrain
+
+    json_mode = p.response_format is not None and p.response_format.get("type") != "text"
+    if json_mode and not constrain.available():
+        raise APIError(400, "response_format json_object/json_schema on the hf backend needs lm-format-enforcer "
+                            "(pip install lm-format-enforcer), or use the vllm backend", param="response_format",
+                       code="unsupported_by_backend")
     if p.presence_penalty or p.frequency_penalty:
         raise APIError(400, "presence_penalty/frequency_penalty are not supported by the hf backend",
                        param="presence_penalty", code="unsupported_by_backend")
@@ -227,6 +231,13 @@ def hf_generate(served: ServedModel, prep: Prepared, p: GenParams) -> Completion
         kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p or 1.0, top_k=0)
     if p.stop:
         kwargs.update(stop_strings=p.stop, tokenizer=tok)
+    if json_mode:
+        try:
+            kwargs["prefix_allowed_tokens_fn"] = constrain.prefix_allowed_tokens_fn(
+                tok, p.response_format, sorted(_eos_ids(lm)), int(lm.config.get_text_config().vocab_size))
+        except Exception as e:  # noqa: BLE001 - an unusable schema is the client's error
+            raise APIError(400, f"response_format: cannot use this JSON schema ({type(e).__name__}: {e})"[:300],
+                           param="response_format") from None
     if p.seed is not None:
         torch.manual_seed(p.seed)
     out = lm.generate(**kwargs)

@@ -71,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       max_frames=args.max_frames, max_pixels=args.max_pixels, max_tokens=args.max_tokens,
                       max_pending=args.max_pending, max_audio_seconds=args.max_audio_seconds,
                       max_video_seconds=args.max_video_seconds, request_timeout_s=args.request_timeout)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+        logging.getLogger("affectllm.serve").warning(
+            "listening on %s without an API key: anyone who can reach this address can use the model "
+            "(set --api-key or AFFECTLLM_API_KEY)", args.host)
     vllm = VLLMOptions(dtype=args.dtype, max_model_len=args.max_model_len,
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
                        prefix_caching=not args.no_prefix_caching, url=args.vllm_url, api_key=args.vllm_api_key,

@@ -225,7 +225,8 @@ def create_app(gw: Gateway):
     async def health():
         ok, detail = await gw.backend.health()
         if ok:
-            return {"status": "ok", "detail": detail, "models": gw.registry.names()}
+            return {"status": "ok", "detail": detail} if gw.cfg.api_key else \
+                {"status": "ok", "detail": detail, "models": gw.registry.names()}
         return JSONResponse(error_body(f"backend unhealthy: {detail}", "server_error", code="backend_unavailable"),
                             status_code=503)
 

@@ -67,6 +67,19 @@ def _dtype_name(pipe) -> str:
     return str(pipe.model.dtype).replace("torch.", "")
 
 
+def _served_max_len(url: str, key: str | None, default: int) -> int:
+    """max_model_len of a vLLM server we did not start (its /v1/models says)."""
+    import httpx
+
+    try:
+        resp = httpx.get(f"{url.rstrip('/')}/v1/models", timeout=10,
+                         headers={"Authorization": f"Bearer {key}"} if key else {})
+        return int(resp.json()["data"][0].get("max_model_len") or default)
+    except (httpx.HTTPError, ValueError, KeyError, IndexError) as e:
+        log.warning("could not read max_model_len from %s (%s); assuming %d", url, type(e).__name__, default)
+        return default
+
+
 def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, loras: dict[str, str] | None = None,
           dtype: str | None = None, vllm: VLLMOptions | None = None, name: str | None = None) -> Running:
     """Load the models, start vLLM (for backend 'vllm' without an url) and wait until it is ready."""
@@ -112,8 +125,8 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
             url, key = proc.url, proc.api_key
             proc.warmup(registry.base.pipe.processor.tokenizer("warm up", add_special_tokens=False).input_ids or [0])
             log.info("vLLM ready at %s after %.1f s", url, time.perf_counter() - t0)
-        gw = Gateway(registry, VLLMBackend(url, key, alive=proc.alive if proc else None,
-                                           max_model_len=opts.max_model_len), cfg)
+        max_len = opts.max_model_len if proc is not None else _served_max_len(url, key, opts.max_model_len)
+        gw = Gateway(registry, VLLMBackend(url, key, alive=proc.alive if proc else None, max_model_len=max_len), cfg)
     return Running(gw, create_app(gw), proc)
 
 

@@ -23,16 +23,16 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 
 EXPERIMENTS = {
-    "text": {"recipe": "sft_lora", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 300,
-             "overrides": ["data.limit=2000", "optim.max_steps=200", "optim.batch_size=8",
+    "text": {"recipe": "sft_lora", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 200,
+             "overrides": ["data.limit=1200", "optim.max_steps=120", "optim.batch_size=8",
                            "run.output_dir=runs/real/text"]},
     "speech": {"recipe": "sft_lora", "corpus": "ravdess", "eval_split": "test", "eval_limit": None,
                "overrides": ["data.corpora=[ravdess]", "data.split=trainval", "data.modalities=[audio,text]",
-                             "data.closed_set_prompt=true", "data.limit=null", "optim.epochs=2",
+                             "data.closed_set_prompt=true", "data.limit=null", "optim.epochs=1",
                              "optim.batch_size=8", "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/speech"]},
     "faces": {"recipe": "sft_lora", "corpus": "ckplus", "eval_split": "test", "eval_limit": None,
               "overrides": ["data.corpora=[ckplus]", "data.split=train", "data.modalities=[image]",
-                            "data.closed_set_prompt=true", "data.limit=null", "optim.epochs=3",
+                            "data.closed_set_prompt=true", "data.limit=null", "optim.epochs=2",
                             "optim.batch_size=8", "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/faces"]},
 }
 

@@ -20,6 +20,19 @@ from .examples import Example
 MEDIA_KEYS = ("audio", "image", "video")
 
 
+def to_device(batch: dict, device) -> dict:
+    """Tensors and lists of tensors (tower states) to `device`; a no-op on CPU."""
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            out[k] = v.to(device)
+        elif isinstance(v, list) and v and torch.is_tensor(v[0]):
+            out[k] = [t.to(device) for t in v]
+        else:
+            out[k] = v
+    return out
+
+
 def tower_fingerprint(model) -> str:
     """Hash of everything that determines tower states: tower configs + weights, layer/frames/select settings."""
     cfg = model.config
@@ -63,13 +76,17 @@ class ExampleEncoder:
     def _compute(self, ex: Example, with_target: bool) -> dict:
         batch = self.pipe.processor([ex.messages], targets=[ex.target] if with_target else None)
         model = self.pipe.model
-        out = {"input_ids": batch["input_ids"][0], "labels": batch["labels"][0] if with_target else None}
+        batch = to_device(dict(batch), model.device)
+        out = {"input_ids": batch["input_ids"][0].cpu(), "labels": batch["labels"][0].cpu() if with_target else None}
         if "audio_values" in batch:
             out["audio_states"] = model.audio_tower_states(batch["audio_values"], batch["audio_lengths"])
         if "pixel_values" in batch:
             out["image_states"] = list(model.vision_tower_states(batch["pixel_values"]))
         if "video_values" in batch:
             out["video_states"] = model.video_tower_states(batch["video_values"], batch["video_frames"])
+        for kind in MEDIA_KEYS:  # the cache lives in host memory / on disk
+            if f"{kind}_states" in out:
+                out[f"{kind}_states"] = [t.cpu() for t in out[f"{kind}_states"]]
         return out
 
     def _save(self, key: str, enc: dict) -> None:
@@ -112,7 +129,11 @@ class ExampleEncoder:
         return enc
 
     def collate(self, encoded: list[dict], padding_side: str = "right") -> dict:
-        """Pad a list of encodings into one batch (raw-media encodings go through the processor as a batch)."""
+        """Pad a list of encodings into one batch on the model's device (raw-media encodings go through the
+        processor as a batch)."""
+        return to_device(self._collate(encoded, padding_side), self.pipe.model.device)
+
+    def _collate(self, encoded: list[dict], padding_side: str) -> dict:
         if "example" in encoded[0]:
             exs = [e["example"] for e in encoded]
             with_target = encoded[0]["with_target"]

@@ -16,6 +16,11 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
+def placeholder_ids(config) -> list[int]:
+    """Media placeholder ids must never be sampled: in the training sequence they would be read as media slots."""
+    return [i for i in (config.audio_token_id, config.image_token_id, config.video_token_id) if i is not None]
+
+
 def _completion_mask(gen: torch.Tensor, eos_id: int) -> torch.Tensor:
     """1 up to and including the first EOS of each row."""
     is_eos = gen == eos_id
@@ -37,13 +42,13 @@ def grpo_loss(model, pipe, encoder: ExampleEncoder, exs, recipe: Recipe) -> tupl
         gen = raw.language_model.generate(
             inputs_embeds=embeds.repeat_interleave(G, 0), attention_mask=prompt["attention_mask"].repeat_interleave(G, 0),
             do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=None, max_new_tokens=cfg.max_new_tokens,
-            pad_token_id=pad_id)
+            pad_token_id=pad_id, suppress_tokens=placeholder_ids(raw.config))
     comp_mask = _completion_mask(gen, tok.eos_token_id)
     texts = [tok.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(gen, comp_mask)]
     columns = {k: [ex.columns.get(k) for ex in exs for _ in range(G)] for k in ("gold_labels", "label", "label_set")}
     rewards, parts = combined_rewards(cfg.rewards, [ex.prompt_id for ex in exs for _ in range(G)], texts,
                                       max_labels=cfg.max_labels, **columns)
-    r = torch.tensor(rewards, dtype=torch.float32).view(len(exs), G)
+    r = torch.tensor(rewards, dtype=torch.float32, device=gen.device).view(len(exs), G)
     adv = ((r - r.mean(1, keepdim=True)) / (r.std(1, keepdim=True) + 1e-4)).view(-1)
 
     # Training sequences: [left-padded prompt | completion | right padding], media repeated G times in row order.

@@ -71,6 +71,7 @@ class AffectConfig(PretrainedConfig):
     """
 
     model_type = "affect"
+    has_no_defaults_at_init = True  # a text_config is required: transformers must not build AffectConfig()
     sub_configs = {"text_config": AutoConfig, "audio_config": AutoConfig, "vision_config": AutoConfig}
 
     def __init__(

@@ -26,10 +26,13 @@ def rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory):
+    from affectllm.cli import main
+
     out = tmp_path_factory.mktemp("all")
     names = sorted(load_catalog().tasks)
-    summary = run_eval("dummy", names, out, backend="dummy", limit=2, bootstrap=20, progress=False)
-    return out, names, summary
+    assert main(["eval", "--model", "dummy", "--tasks", ",".join(names), "--limit", "2", "--output", str(out),
+                 "--bootstrap", "20", "--no-progress"]) == 0
+    return out, names, json.loads((out / "summary.json").read_text())
 
 
 def test_every_task_runs_end_to_end_on_the_dummy_backend(full_run):
@@ -111,6 +114,17 @@ def test_sampling_tasks_need_three_seeds_and_report_an_interval_over_them(tmp_pa
     assert s["metrics"]["closed_set.accuracy"] == pytest.approx(sum(accs) / 3)
     assert "closed_set.accuracy_std" in s["metrics"] and "closed_set.accuracy_ci_low" in s["metrics"]
     assert len({r["seed"] for r in rows(tmp_path / "three" / "zs_meld_sampled" / "samples.jsonl")}) == 3
+
+
+def test_leave_one_corpus_out_is_read_from_the_checkpoint_recipe(tmp_path):
+    class Trained(DummyBackend):
+        def info(self):
+            return {**super().info(), "recipe": {"data": {"corpora": ["meld", "goemotions"]}}}
+
+    s = run_eval("dummy", ["zs_meld", "zs_ravdess"], tmp_path, backend=Trained(), limit=2, bootstrap=20, progress=False)
+    assert s["trained_on"] == ["meld", "goemotions"]
+    assert s["tasks"]["zs_meld"]["tables"]["leave_one_out"]["held_out"] is False
+    assert s["tasks"]["zs_ravdess"]["tables"]["leave_one_out"]["held_out"] is True
 
 
 def test_missing_corpus_is_skipped_not_fatal(tmp_path):

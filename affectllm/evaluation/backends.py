@@ -234,6 +234,7 @@ class HFBackend(Backend):
             ident = local_identity(self.ref) if self.ref else {"recipe": None}
             self._info = {"backend": "hf", "model_id": self.pipe.name or self.ref, "hash": state_hash(self.pipe.model),
                           "hash_kind": "sha256 of config + state_dict", "recipe": ident.get("recipe"),
+                          "ref_hash": ident.get("hash"), "ref_hash_kind": ident.get("hash_kind"),
                           "modalities": sorted(self.modalities())}
         return self._info
 
@@ -367,6 +368,8 @@ class OpenAIBackend(Backend):
         except openai.APIStatusError as e:
             if e.status_code >= 500 or e.status_code == 429:
                 raise AffectError(f"server error at {self.url} (HTTP {e.status_code}): {e}") from None
+            if r.top_logprobs and "logprob" in str(e).lower():      # a server without logprobs: answer anyway
+                return self._one(model, Request(**{**r.__dict__, "top_logprobs": 0}))
             return Response("", None, "error", error=f"HTTP {e.status_code}: {e}")
         choice = resp.choices[0]
         tokens = None

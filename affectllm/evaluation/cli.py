@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: openai for a URL, dummy for --model dummy, else hf")
     p.add_argument("--served-model", help="model name on the server (default: the first it lists)")
     p.add_argument("--api-key", help="server API key (default: $AFFECTLLM_API_KEY)")
-    p.add_argument("--concurrency", type=int, default=4, help="parallel requests to the server (default 4)")
+    p.add_argument("--concurrency", type=int, default=8, help="parallel requests to the server (default 8)")
     p.add_argument("--send-paths", action="store_true",
                    help="send media as file:// URLs (the server must allow their folder) instead of base64")
     p.add_argument("--batch-size", type=int, default=8, help="requests per generate() call (hf batch)")

@@ -75,36 +75,36 @@ def heatmap(matrix: np.ndarray, labels: list[str], path: Path, title: str = "") 
 
 
 def reliability_plot(curves: dict[str, dict], path: Path, title: str = "") -> Path:
-    """One panel per reading: accuracy vs confidence per bin (marker size ~ count), the diagonal, counts below."""
+    """One panel per reading: accuracy per confidence bin (bars, labelled with the bin's count), the mean confidence
+    of each bin (dots; marker size ~ count) and the diagonal of perfect calibration."""
     plt = _plt()
     n = max(1, len(curves))
-    fig, axes = plt.subplots(2, n, figsize=(3.4 * n, 4.6), squeeze=False, gridspec_kw={"height_ratios": [3, 1]})
+    fig, axes = plt.subplots(1, n, figsize=(3.3 * n, 3.4), squeeze=False)
     if not curves:
         axes[0][0].text(0.5, 0.5, "no probabilities or confidences to read", ha="center", va="center")
     for col, (name, r) in enumerate(curves.items()):
-        ax, axc = axes[0][col], axes[1][col]
+        ax = axes[0][col]
         edges = np.asarray(r["edges"], float)
         mids = (edges[:-1] + edges[1:]) / 2
         acc = np.array([np.nan if a is None else a for a in r["accuracy"]], float)
         conf = np.array([np.nan if c is None else c for c in r["confidence"]], float)
         counts = np.asarray(r["count"], float)
-        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
         ok = counts > 0
+        ax.plot([0, 1], [0, 1], "--", color="grey", lw=1)
         ax.bar(mids[ok], acc[ok], width=edges[1] - edges[0], alpha=0.35, edgecolor="#4C72B0", label="accuracy")
         ax.scatter(conf[ok], acc[ok], s=10 + 60 * counts[ok] / max(1, counts.max()), color="#C44E52", zorder=3,
                    label="mean confidence")
+        for x, a, c in zip(mids[ok], acc[ok], counts[ok]):
+            ax.text(x, min(a, 0.9) + 0.03, f"{int(c)}", ha="center", fontsize=6)
         ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, 1.05)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("confidence", fontsize=8)
         if col == 0:
-            ax.set_ylabel("accuracy", fontsize=8)
+            ax.set_ylabel("accuracy (bar label: n)", fontsize=8)
             ax.legend(fontsize=6, loc="upper left")
-        axc.bar(mids, counts, width=edges[1] - edges[0], color="grey")
-        axc.set_xlim(0, 1)
-        axc.set_ylabel("n", fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.subplots_adjust(hspace=0.45, wspace=0.35, bottom=0.1, top=0.88, left=0.12, right=0.97)
+    fig.subplots_adjust(wspace=0.3, bottom=0.15, top=0.85, left=0.1, right=0.98)
     return _save(fig, path)
 
 
@@ -207,9 +207,15 @@ def write_report(outdir: Path, summary: dict) -> Path:
         small = {k: v for k, v in (t.get("tables") or {}).items() if isinstance(v, dict) and 0 < len(v) <= 30
                  and all(isinstance(x, dict) for x in v.values())}
         for tname, tab in small.items():
-            cols = sorted({c for row in tab.values() for c in row})[:8]
+            cols = [c for c in dict.fromkeys(c for row in tab.values() for c in row)
+                    if not c.endswith(("_ci_low", "_ci_high")) and c not in ("ci_low", "ci_high")][:8]
+
+            def cell(row: dict, c: str) -> str:
+                lo, hi = (("ci_low", "ci_high") if c == "value" else (f"{c}_ci_low", f"{c}_ci_high"))
+                return fmt(row.get(c), row.get(lo), row.get(hi))
+
             lines += [f"**{tname}**", ""]
-            lines += _table([[r] + [fmt(tab[r].get(c)) for c in cols] for r in tab], [""] + cols) + [""]
+            lines += _table([[r] + [cell(tab[r], c) for c in cols] for r in tab], [""] + cols) + [""]
     path = outdir / "report.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -197,7 +197,11 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
     from .suites import SUITES
 
     suite = SUITES.get(task.suite)()
-    base = {"suite": task.suite, "version": task.version, "file": str(task.path), "description": task.description}
+    try:
+        file = str(Path(task.path).resolve().relative_to(Path(__file__).resolve().parents[2]))
+    except ValueError:
+        file = str(task.path)
+    base = {"suite": task.suite, "version": task.version, "file": file, "description": task.description}
     try:
         samples = suite.load_samples(task, ctx)
     except AffectError as e:
@@ -210,7 +214,8 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
                           f"seed: run it with --seeds {MIN_SEEDS} or more to report an interval over seeds")
     run_seeds = list(range(seeds)) if seed_dependent else [0]
     info = backend.info()
-    fingerprint = {"task": task.name, "task_version": task.version, "task_config": _sha(task.raw),
+    config = {k: v for k, v in task.raw.items() if k != "description"}
+    fingerprint = {"task": task.name, "task_version": task.version, "task_config": _sha(config),
                    "model_id": info.get("model_id"), "model_hash": info.get("hash"), "backend": info.get("backend"),
                    "decoding": task.gen()}
     store = SampleStore(outdir / task.name, fingerprint)
@@ -241,6 +246,10 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
     paths = suite.plots(task, summary, records_by_seed[run_seeds[0]], plots_dir, ctx)
     recs = records_by_seed[run_seeds[0]]
     ids = sorted({r["sample_id"] for r in recs})
+    errors = [r["error"] for r in recs if r.get("error")]
+    if errors:
+        ctx.note(task, f"{len(errors)} of {len(recs)} requests failed and count as empty answers "
+                       f"(first: {errors[0][:200]})")
     out = {**base, "status": "ok",
            "data": {"corpus": task.dataset["corpus"], "split": task.dataset["split"], "limit": task.limit,
                     "n_samples": len(samples), "subset_seed": int(task.dataset.get("subset_seed", 0)),

@@ -119,6 +119,9 @@ class CalibrationSuite(Suite):
         _, pf, yf = probs_of(fit)
         keep, pt, yt = probs_of(test)
         m["logprob_coverage"] = len(keep) / len(test) if test else float("nan")
+        if test and not keep:
+            ctx.note(task, "no answer had a label to read probabilities at (or the backend returned no logprobs): "
+                           "only verbalised confidence is scored")
         m["n_fit"], m["n_fit_with_probs"] = float(len(fit)), float(len(yf))
         if len(keep):
             m["mean_candidate_mass"] = float(np.mean([r["label_probs"]["candidate_mass"] for r in keep]))

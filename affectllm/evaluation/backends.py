@@ -290,8 +290,9 @@ class HFBackend(Backend):
 class OpenAIBackend(Backend):
     name = "openai"
 
-    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, concurrency: int = 4,
-                 send_paths: bool = False, timeout: float = 600.0, batch_size: int = 16):
+    def __init__(self, url: str, model: str | None = None, api_key: str | None = None, concurrency: int = 8,
+                 send_paths: bool = False, timeout: float = 600.0, batch_size: int = 16,
+                 checkpoint: str | None = None):
         try:
             from openai import OpenAI
         except ImportError:
@@ -300,7 +301,7 @@ class OpenAIBackend(Backend):
         base = base if base.endswith("/v1") else base + "/v1"
         self.url, self.concurrency, self.send_paths, self.batch_size = base, concurrency, send_paths, batch_size
         self.client = OpenAI(base_url=base, api_key=api_key or "EMPTY", timeout=timeout, max_retries=2)
-        self._model, self._served = model, None
+        self._model, self._served, self.checkpoint = model, None, checkpoint
         self._info: dict | None = None
 
     def served(self) -> list[dict]:
@@ -330,14 +331,19 @@ class OpenAIBackend(Backend):
         if self._info is None:
             entry = next(m for m in self.served() if m["id"] == self.model)
             root = entry.get("root") or self.model
+            # a preset or folder on this machine, if the served model is one: --checkpoint, else its id, else (only
+            # for the base model itself, never for a LoRA served on top of it) its root
+            refs = [self.checkpoint] if self.checkpoint else [self.model] + ([root] if not entry.get("parent") else [])
             ident: dict = {"hash": None, "hash_kind": None, "recipe": None}
-            for ref in dict.fromkeys([self.model, root]):     # a preset or folder on this machine, if it is one
+            for ref in dict.fromkeys(refs):
                 try:
                     ident = local_identity(ref)
                 except Exception:
                     continue
                 if ident.get("hash"):
                     break
+            if self.checkpoint and not ident.get("hash"):
+                raise ConfigError(f"--checkpoint {self.checkpoint}: not a preset or checkpoint folder")
             self._info = {"backend": "openai", "url": self.url, "model_id": self.model, "served_root": root,
                           "hash": ident.get("hash"), "hash_kind": ident.get("hash_kind") or
                           "unknown (remote model; not hashable from here)", "recipe": ident.get("recipe")}
@@ -393,7 +399,8 @@ def make_backend(model: Any, backend: str | None = None, **opts) -> Backend:
         if not (isinstance(model, str) and model.startswith(("http://", "https://"))):
             raise ConfigError(f"the openai backend needs --model http(s)://HOST:PORT/v1, got {model!r}")
         return OpenAIBackend(model, model=opts.get("served_model"),
-                             **{k: v for k, v in opts.items() if k in ("api_key", "concurrency", "send_paths")})
+                             **{k: v for k, v in opts.items()
+                                if k in ("api_key", "concurrency", "send_paths", "checkpoint") and v is not None})
     from ..registry import unknown_name_message
 
     raise ConfigError(unknown_name_message("eval backend", backend, ["dummy", "hf", "openai"]))

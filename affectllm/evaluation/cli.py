@@ -26,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="default: openai for a URL, dummy for --model dummy, else hf")
     p.add_argument("--served-model", help="model name on the server (default: the first it lists)")
     p.add_argument("--api-key", help="server API key (default: $AFFECTLLM_API_KEY)")
+    p.add_argument("--checkpoint", help="openai backend: the local preset or checkpoint folder the server runs, to record "
+                                        "its weights hash and training recipe (trained_on)")
     p.add_argument("--concurrency", type=int, default=8, help="parallel requests to the server (default 8)")
     p.add_argument("--send-paths", action="store_true",
                    help="send media as file:// URLs (the server must allow their folder) instead of base64")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = {"batch_size": args.batch_size, "p": args.dummy_p, "dtype": args.dtype, "served_model": args.served_model,
             "api_key": args.api_key or os.environ.get("AFFECTLLM_API_KEY"), "concurrency": args.concurrency,
-            "send_paths": args.send_paths}
+            "send_paths": args.send_paths, "checkpoint": args.checkpoint}
     out = args.output or default_output(args.model)
     summary = run_eval(args.model, args.tasks, out, backend=args.backend, limit=args.limit, seeds=args.seeds,
                        bootstrap=args.bootstrap, progress=not args.no_progress, data_root=args.data,

@@ -289,8 +289,13 @@ def run_eval(model: Any, tasks: str | list[str] | list[TaskConfig], output: str 
     results = dict(previous)
     t0 = time.time()
     try:
-        for task in configs:
-            results[task.name] = run_task(task, be, outdir, ctx, seeds=seeds, progress=progress)
+        for i, task in enumerate(configs, 1):
+            t1 = time.time()
+            results[task.name] = res = run_task(task, be, outdir, ctx, seeds=seeds, progress=progress)
+            if progress:
+                head = next((k for k in res.get("headline", []) if k in res.get("metrics", {})), None)
+                shown = f"{head} {res['metrics'][head]:.3f}" if head else res.get("status")
+                print(f"[{i}/{len(configs)}] {task.name}: {shown} ({time.time() - t1:.0f} s)", file=sys.stderr)
     finally:
         be.close()
     from .. import __version__ as version

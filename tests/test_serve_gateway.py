@@ -203,14 +203,90 @@ class _SlowBackend:
         return None
 
 
-def _app(gateway, backend, **cfg):
+_SPARE = []
+
+
+def spare_registry():
+    """Models for the extra apps below (each app sets its own limits on them; the main gateway keeps its own)."""
+    from affectllm.serve.models import ModelRegistry
+
+    if not _SPARE:
+        _SPARE.append(ModelRegistry("tiny", backend="hf"))
+    return _SPARE[0]
+
+
+def _app(gateway, backend=None, **cfg):
+    """A second app on the already loaded models, with its own limits (backend None: transformers in-process)."""
     from fastapi.testclient import TestClient
 
+    from affectllm.serve.backends import HFBackend
     from affectllm.serve.config import ServeConfig
     from affectllm.serve.gateway import Gateway, create_app
 
-    gw = Gateway(gateway.gateway.registry, backend, ServeConfig(**cfg), max_model_len=4096)
+    gw = Gateway(spare_registry(), backend, ServeConfig(**cfg), max_model_len=4096)
+    if backend is None:
+        gw.backend, gw.preparer.need_embeds = HFBackend(gw.executor), True
     return TestClient(create_app(gw), raise_server_exceptions=False)
+
+
+def _chat(parts):
+    return {"model": "tiny", "messages": [{"role": "user", "content": parts}], "max_tokens": 3, "temperature": 0}
+
+
+@pytest.mark.parametrize("limit, value, part, needle", [
+    ("max_frames", 2, lambda: MEDIA["video"]()[0], "max_frames"),
+    ("max_video_seconds", 0.5, lambda: MEDIA["video"]()[0], "max_video_seconds"),
+    ("max_audio_seconds", 0.5, lambda: audio_part(), "max_audio_seconds"),
+    ("max_pixels", 100, lambda: image_part(), "max_pixels"),
+    ("max_media_bytes", 1000, lambda: audio_part(), "max_media_bytes"),
+])
+def test_media_limits_are_configurable(gateway, limit, value, part, needle):
+    p = part()
+    with _app(gateway) as client:
+        assert client.post("/v1/chat/completions", json=_chat([p])).status_code == 200
+    with _app(gateway, **{limit: value}) as client:
+        resp = client.post("/v1/chat/completions", json=_chat([p]))
+        assert 400 <= resp.status_code < 500 and needle in resp.json()["error"]["message"], resp.text
+
+
+def test_remote_urls_only_when_enabled(gateway, tmp_path):
+    import http.server
+    import threading
+    from functools import partial
+
+    (tmp_path / "face.png").write_bytes(png_bytes(5))
+    (tmp_path / "big.png").write_bytes(png_bytes(5) + b"\0" * 5000)
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{srv.server_address[1]}"
+    part = lambda name: {"type": "image_url", "image_url": {"url": f"{url}/{name}"}}  # noqa: E731
+    try:
+        with _app(gateway) as client:
+            resp = client.post("/v1/chat/completions", json=_chat([part("face.png")]))
+            assert resp.status_code == 400 and "remote URLs are disabled" in resp.text
+        with _app(gateway, allow_remote_urls=True, max_media_bytes=8000) as client:
+            ok = client.post("/v1/chat/completions", json=_chat([part("face.png")]))
+            inline = client.post("/v1/chat/completions", json={**_chat([image_part(png_bytes(5))]),
+                                                                "return_token_ids": True})
+            assert ok.status_code == 200, ok.text
+            assert client.post("/v1/chat/completions", json=_chat([part("missing.png")])).status_code == 400
+            assert client.post("/v1/chat/completions", json=_chat([part("big.png")])).status_code == 413
+            assert inline.status_code == 200
+    finally:
+        srv.shutdown()
+
+
+def test_client_stream(gateway):
+    from affectllm.serve.client import AffectClient, GatewayError
+
+    with AffectClient(gateway.url, api_key=KEY, model="tiny") as client:
+        msgs = [{"role": "user", "content": "hello"}]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in client.stream(msgs, max_tokens=6,
+                                                                                          temperature=0) if c["choices"])
+        assert text == client.completion(msgs, max_tokens=6, temperature=0)["choices"][0]["message"]["content"]
+        with pytest.raises(GatewayError, match="HTTP 404"):
+            list(client.stream(msgs, model="nope"))
 
 
 @pytest.mark.parametrize("alive", [lambda: "vLLM process exited with code -9", None])

@@ -7,6 +7,7 @@ embeddings to vLLM (stock LLM + our LoRA adapters), or generates in-process with
     models.py    served models: base + one entry per LoRA artifact
     prepare.py   processor + build_inputs_embeds, batched across requests
     backends.py  VLLMBackend (Completions + prompt_embeds), HFBackend (transformers generate)
+    constrain.py JSON-constrained decoding for the hf backend (lm-format-enforcer)
     launcher.py  the vLLM process (its own venv, process group, loopback, private temp dir)
     gateway.py   the FastAPI app
     server.py    build / start (thread) / run (CLI)

@@ -47,6 +47,7 @@ class Gateway:
         from .backends import HFBackend
 
         self.content = ContentConverter(self.cfg)
+        self.registry.set_limits(self.cfg.media_limits())  # one source of truth for the decoders' limits
         if self.preparer is None:
             self.preparer = Preparer(self.executor, self.cfg.embed_batch, need_embeds=isinstance(self.backend, HFBackend))
         if self.max_model_len is None:

@@ -87,6 +87,11 @@ class ModelRegistry:
         if main_artifact is not None:
             self.default = self.add_lora(main_name or main_artifact.name, main_artifact).name
 
+    def set_limits(self, limits: MediaLimits) -> None:
+        self.limits = limits
+        for entry in self.models.values():
+            self._apply_limits(entry.pipe)
+
     def _apply_limits(self, pipe) -> None:
         if self.limits is not None:
             pipe.processor.limits = self.limits

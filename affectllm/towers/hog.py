@@ -155,17 +155,22 @@ class HOGVisionEncoder(FrozenFeaturesMixin, PreTrainedModel):
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None,
                 return_dict: bool | None = None, **kwargs):
         """pixel_values [B, 3, S, S] RGB in [0, 1] (or [B, 1, S, S] grey). Returns last_hidden_state
-        [B, num_output_tokens, hidden_size]; hidden_states (if asked): (cell histograms [B, cells, bins],
-        raw block tokens, normalised tokens); [-1] == last_hidden_state."""
+        [B, num_output_tokens, hidden_size]; hidden_states (if asked): (raw block tokens, normalised tokens), same
+        shape; [-1] == last_hidden_state. ``cell_histograms`` gives the per-cell orientation histograms."""
         c = self.config
         output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = c.return_dict if return_dict is None else return_dict
-        cells, raw = self._features(self._grey(pixel_values).to(self.feature_scale.device))
+        _, raw = self._features(self._grey(pixel_values).to(self.feature_scale.device))
         tokens = ((raw - self.feature_shift.float()) * self.feature_scale.float()).to(self.feature_scale.dtype)
-        hidden = (cells.to(tokens.dtype), raw.to(tokens.dtype), tokens) if output_hidden_states else None
+        hidden = (raw.to(tokens.dtype), tokens) if output_hidden_states else None
         if not return_dict:
             return (tokens, hidden) if hidden is not None else (tokens,)
         return BaseModelOutput(last_hidden_state=tokens, hidden_states=hidden)
+
+    @torch.no_grad()
+    def cell_histograms(self, pixel_values) -> torch.Tensor:
+        """Magnitude-weighted orientation histograms per cell, [B, cells (row-major), num_bins], unnormalised."""
+        return self._features(self._grey(pixel_values).to(self.feature_scale.device))[0]
 
     @torch.no_grad()
     def fit_normalization(self, pixel_values, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:

@@ -181,7 +181,8 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         pitch_frames = xp[:, centre0 - plen // 2:].unfold(-1, plen, hop)[:, :N]  # [B, N, plen]
 
         # spectral
-        power = torch.fft.rfft(spec_frames * k["window"], n=c.n_fft).abs().pow(2)  # [B, N, n_fft/2+1]
+        spec = torch.fft.rfft(spec_frames * k["window"], n=c.n_fft)
+        power = spec.real.square() + spec.imag.square()  # [B, N, n_fft/2+1]
         logmel = torch.log(power @ k["mel"] + 1e-8)
         mfcc = logmel @ k["dct"]
         energy_db = 10 * torch.log10(spec_frames.pow(2).mean(-1) + 1e-10)
@@ -191,10 +192,10 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         # pitch: YIN difference function via FFT cross-correlation + cumulative energies
         a = pitch_frames[..., :win]
         m = 1 << (plen - 1).bit_length()
-        corr = torch.fft.irfft(torch.fft.rfft(a, n=m).conj() * torch.fft.rfft(pitch_frames, n=m), n=m)[..., : tau_max + 2]
+        corr = torch.fft.irfft(torch.fft.rfft(a, n=m).conj_physical() * torch.fft.rfft(pitch_frames, n=m), n=m)[..., : tau_max + 2]
         sq = F.pad(pitch_frames.pow(2).cumsum(-1), (1, 0))
         lags = torch.arange(tau_max + 2, device=x.device)
-        e_lag = sq[..., lags + win] - sq[..., lags]
+        e_lag = sq[..., win: win + tau_max + 2] - sq[..., : tau_max + 2]
         diff = (sq[..., win:win + 1] + e_lag - 2 * corr).clamp_min(0)  # d(tau), d(0) = 0
         cum = diff[..., 1:].cumsum(-1)
         cmndf = torch.ones_like(diff)
@@ -220,8 +221,8 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         log_f0 = torch.where(voiced, torch.log(f0), torch.zeros_like(f0))
         f0 = torch.where(voiced, f0, torch.zeros_like(f0))
 
-        d_mfcc = _delta(mfcc, n_frames)
-        d_energy = _delta(energy_db.unsqueeze(-1), n_frames)
+        deltas = _delta(torch.cat([mfcc, energy_db.unsqueeze(-1)], -1), n_frames)
+        d_mfcc, d_energy = deltas[..., :-1], deltas[..., -1:]
         parts = ([logmel] if c.include_logmel else []) + [mfcc, d_mfcc]
         parts += [_delta(d_mfcc, n_frames)] if c.include_delta2 else []
         parts += [energy_db.unsqueeze(-1), d_energy]
@@ -238,26 +239,35 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
                 output_hidden_states: bool | None = None, return_dict: bool | None = None, **kwargs):
         """input_values [B, T] (or [T]) mono waveform at config.sampling_rate; attention_mask [B, T], right-padded.
         Returns last_hidden_state [B, ceil(ceil(T/hop)/frame_stack), hidden_size]; padded tokens are zero.
-        hidden_states (if asked): (raw frame features, normalised frame features, tokens); [-1] == last_hidden_state."""
+        hidden_states (if asked): (raw stacked features, normalised tokens), both [B, tokens, hidden_size] so any
+        layer index keeps the token count; [-1] == last_hidden_state. A token's dims are frame-major:
+        token[:, j*d:(j+1)*d] is frame j of the stack (d = num_frame_features, names in frame_feature_names);
+        see ``frame_features`` for the unstacked 50 Hz frames and the F0 in Hz."""
         c = self.config
         output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = c.return_dict if return_dict is None else return_dict
-        x = as_float_batch(input_values, "input_values", ndim=2)
-        lengths = lengths_from_mask(attention_mask, x)
-        x = x * (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])
-        raw, n_frames, _ = self._frame_features(x, lengths)
+        raw, n_frames, _ = self.frame_features(input_values, attention_mask)
         norm = (raw - self.feature_shift.float()) * self.feature_scale.float()
         i_f0, i_v = self._voiced_column()
         norm[..., i_f0] = norm[..., i_f0] * raw[..., i_v]  # unvoiced frames carry no pitch value
-        valid = torch.arange(raw.shape[1], device=x.device)[None, :] < n_frames[:, None]
+        valid = torch.arange(raw.shape[1], device=raw.device)[None, :] < n_frames[:, None]
         norm = norm * valid.unsqueeze(-1)
         tokens = _stack_frames(norm, n_frames, c.frame_stack)
         dtype = self.feature_scale.dtype
-        hidden = (raw.to(dtype), norm.to(dtype), tokens.to(dtype)) if output_hidden_states else None
+        hidden = (_stack_frames(raw, n_frames, c.frame_stack).to(dtype), tokens.to(dtype)) if output_hidden_states else None
         tokens = tokens.to(dtype)
         if not return_dict:
             return (tokens, hidden) if hidden is not None else (tokens,)
         return BaseModelOutput(last_hidden_state=tokens, hidden_states=hidden)
+
+    @torch.no_grad()
+    def frame_features(self, input_values, attention_mask=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unnormalised 50 Hz frame features before stacking: ([B, N, num_frame_features] (zeros past each item's
+        frames), frames per item [B], F0 in Hz [B, N] (0 = unvoiced))."""
+        x = as_float_batch(input_values, "input_values", ndim=2).to(self.feature_scale.device)
+        lengths = lengths_from_mask(attention_mask, x)
+        x = x * (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])
+        return self._frame_features(x, lengths)
 
     def output_lengths(self, num_samples):
         """Tokens for a clip of ``num_samples`` samples (int -> int; a tensor of lengths -> tensor)."""
@@ -375,13 +385,10 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
 def _delta(feats: torch.Tensor, n_frames: torch.Tensor, width: int = 2) -> torch.Tensor:
     """Regression deltas over time, edges replicated at each item's own last frame (padding-independent)."""
     B, N, d = feats.shape
-    t = torch.arange(N, device=feats.device)[None, :]
-    last = (n_frames - 1).clamp_min(0)[:, None]
-    out = torch.zeros_like(feats)
-    for n in range(1, width + 1):
-        ahead = torch.minimum(t + n, last).unsqueeze(-1).expand(B, N, d)
-        behind = torch.minimum((t - n).clamp_min(0), last).unsqueeze(-1).expand(B, N, d)
-        out = out + n * (feats.gather(1, ahead) - feats.gather(1, behind))
+    idx = torch.arange(-width, N + width, device=feats.device)[None, :]
+    idx = torch.minimum(idx.clamp_min(0), (n_frames - 1).clamp_min(0)[:, None])
+    ext = feats.gather(1, idx.unsqueeze(-1).expand(B, N + 2 * width, d))  # [B, N + 2w, d], edges replicated
+    out = sum(n * (ext[:, width + n: width + n + N] - ext[:, width - n: width - n + N]) for n in range(1, width + 1))
     return out / (2 * sum(n * n for n in range(1, width + 1)))
 
 

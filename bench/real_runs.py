@@ -22,18 +22,25 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "docs" / "results"
 
+# Sized for the 2-core box while it is shared (measured ~40 s per batch-8 mini SFT step): small but complete runs.
+# fp32 because bf16 matmul measured slower than fp32 on this machine's CPU (bench/bench_train.py).
+COMMON = ["model.dtype=float32", "optim.batch_size=4", "run.save_every=1000", "run.tensorboard=false"]
 EXPERIMENTS = {
-    "text": {"recipe": "sft_lora", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 200,
-             "overrides": ["data.limit=1200", "optim.max_steps=120", "optim.batch_size=8",
-                           "run.output_dir=runs/real/text"]},
-    "speech": {"recipe": "sft_lora", "corpus": "ravdess", "eval_split": "test", "eval_limit": None,
-               "overrides": ["data.corpora=[ravdess]", "data.split=trainval", "data.modalities=[audio,text]",
-                             "data.closed_set_prompt=true", "data.limit=null", "optim.epochs=1",
-                             "optim.batch_size=8", "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/speech"]},
-    "faces": {"recipe": "sft_lora", "corpus": "ckplus", "eval_split": "test", "eval_limit": None,
-              "overrides": ["data.corpora=[ckplus]", "data.split=train", "data.modalities=[image]",
-                            "data.closed_set_prompt=true", "data.limit=null", "optim.epochs=2",
-                            "optim.batch_size=8", "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/faces"]},
+    "text": {"recipe": "sft_lora", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 100, "max_new_tokens": 24,
+             "overrides": COMMON + ["data.limit=160", "optim.max_steps=40", "run.output_dir=runs/real/text"]},
+    "speech": {"recipe": "sft_lora", "corpus": "ravdess", "eval_split": "test", "eval_limit": None, "max_new_tokens": 16,
+               "overrides": COMMON + ["data.corpora=[ravdess]", "data.split=trainval", "data.modalities=[audio,text]",
+                                      "data.closed_set_prompt=true", "data.limit=160", "optim.max_steps=40",
+                                      "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/speech"]},
+    "faces": {"recipe": "sft_lora", "corpus": "ckplus", "eval_split": "test", "eval_limit": None, "max_new_tokens": 16,
+              "overrides": COMMON + ["data.corpora=[ckplus]", "data.split=train", "data.modalities=[image]",
+                                     "data.closed_set_prompt=true", "data.limit=160", "optim.max_steps=40",
+                                     "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/faces"]},
+    "grpo": {"recipe": "grpo", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 100, "max_new_tokens": 24,
+             "base": "runs/real/text/final",
+             "overrides": ["model.dtype=float32", "model.base=runs/real/text/final", "data.limit=64",
+                           "optim.max_steps=6", "optim.batch_size=2", "grpo.num_generations=4",
+                           "grpo.max_new_tokens=32", "run.output_dir=runs/real/grpo", "run.tensorboard=false"]},
 }
 
 
@@ -84,10 +91,13 @@ def run(name: str) -> dict:
     out = Path(recipe.run.output_dir)
     result: dict = {"experiment": name, "recipe": cfg["recipe"], "overrides": cfg["overrides"],
                     "eval_split": cfg["eval_split"], "machine": "2-core CPU (AMD Zen 5), no GPU"}
-    untuned = load("mini", dtype="float32")
+    gen = {"max_new_tokens": cfg["max_new_tokens"], "batch_size": 8}
+    before_name = cfg.get("base", "mini")
+    untuned = load(before_name, dtype="float32")
     examples = dev_examples(untuned, name, cfg, recipe)
     t0 = time.time()
-    result["untuned"] = evaluate(untuned, examples, out / "eval_untuned.json", max_new_tokens=32, desc="untuned")
+    result["untuned" if before_name == "mini" else "before"] = evaluate(untuned, examples, out / "eval_before.json",
+                                                                       desc="before", **gen)
     result["untuned_eval_s"] = round(time.time() - t0, 1)
     del untuned
     t0 = time.time()
@@ -98,11 +108,13 @@ def run(name: str) -> dict:
     result["train_loss_first_last"] = [metrics[0]["loss"], metrics[-1]["loss"]]
     tuned = load(final, dtype="float32")
     t0 = time.time()
-    result["tuned"] = evaluate(tuned, examples, out / "eval_tuned.json", max_new_tokens=32, desc="tuned")
+    result["tuned"] = evaluate(tuned, examples, out / "eval_tuned.json", desc="tuned", **gen)
     result["tuned_eval_s"] = round(time.time() - t0, 1)
     example = tuned.generate([examples[0].messages], max_new_tokens=160)[0]
     result["example_answer"] = {"id": examples[0].id, "answer": example}
-    if name == "text":
+    if name == "grpo":
+        result["reward_first_last"] = [metrics[0].get("reward"), metrics[-1].get("reward")]
+    elif name == "text":
         result["tfidf_lr"] = tfidf_baseline(cfg["eval_limit"])
     else:
         from affectllm.data import LABEL_SETS

@@ -28,7 +28,7 @@ COMMON = ["model.dtype=float32", "optim.batch_size=4", "run.save_every=1000", "r
 EXPERIMENTS = {
     "text": {"recipe": "sft_lora", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 100, "max_new_tokens": 24,
              "overrides": COMMON + ["data.limit=160", "optim.max_steps=40", "run.output_dir=runs/real/text"]},
-    "speech": {"recipe": "sft_lora", "corpus": "ravdess", "eval_split": "test", "eval_limit": None, "max_new_tokens": 16,
+    "speech": {"recipe": "sft_lora", "corpus": "ravdess", "eval_split": "test", "eval_limit": 96, "max_new_tokens": 16,
                "overrides": COMMON + ["data.corpora=[ravdess]", "data.split=trainval", "data.modalities=[audio,text]",
                                       "data.closed_set_prompt=true", "data.limit=160", "optim.max_steps=40",
                                       "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/speech"]},
@@ -36,7 +36,7 @@ EXPERIMENTS = {
               "overrides": COMMON + ["data.corpora=[ckplus]", "data.split=train", "data.modalities=[image]",
                                      "data.closed_set_prompt=true", "data.limit=160", "optim.max_steps=40",
                                      "optim.projector_lr=2.0e-3", "run.output_dir=runs/real/faces"]},
-    "grpo": {"recipe": "grpo", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 100, "max_new_tokens": 24,
+    "grpo": {"recipe": "grpo", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 48, "max_new_tokens": 24,
              "base": "runs/real/text/final",
              "overrides": ["model.dtype=float32", "model.base=runs/real/text/final", "data.limit=64",
                            "optim.max_steps=6", "optim.batch_size=2", "grpo.num_generations=4",

@@ -10,7 +10,8 @@ CK+ (7 classes): HOG tower tokens flattened -> linear SVM (on the raw L2-Hys tok
 amplifies noise and lost ~4 points); subject-disjoint 5-fold GroupKFold, C picked by subject-grouped inner CV on
 the training folds only.
 
-Usage: python bench/bench_towers.py [--data DIR] [--skip-audio] [--skip-vision] [--threads 1] [--hog-extras none,lbp,intensity]
+Usage: python bench/bench_towers.py [--data DIR] [--skip-audio] [--skip-vision] [--threads 1]
+                                    [--hog-extras none,lbp,intensity]
 Data: $AFFECTLLM_DATA or ../shared/data next to the project root.
 """
 from __future__ import annotations
@@ -94,10 +95,10 @@ def bench_ravdess(root: Path, batch_size: int = 16) -> None:
             voiced = raw[:, v_col] > 0.5
             f0 = frames[voiced, f0_col] if voiced.sum() > 1 else torch.zeros(2)
             sf_ = frames[speech]
-            pooled_speech.append(torch.cat([sf_.mean(0), sf_.std(0, unbiased=False),
-                                            torch.stack([f0.mean(), f0.std(unbiased=False), voiced.float().mean()])]).numpy())
+            pitch = torch.stack([f0.mean(), f0.std(unbiased=False), voiced.float().mean()])
+            pooled_speech.append(torch.cat([sf_.mean(0), sf_.std(0, unbiased=False), pitch]).numpy())
     audio_s = sum(len(w) for w in waves) / 16000
-    print(f"  tower: {tower.config.hidden_size}-d tokens at {tower.config.tokens_per_second:g}/s; pooled {2 * tower.config.hidden_size}-d; "
+    print(f"  tower: {tower.config.hidden_size}-d tokens at {tower.config.tokens_per_second:g}/s; "
           f"extraction {len(waves) / t_feat:.0f} clips/s = {audio_s / t_feat:.0f}x real time "
           f"({1000 * t_feat / len(waves):.1f} ms per {audio_s / len(waves):.1f} s clip, batches of {batch_size}); "
           f"normalisation fit {t_fit:.1f} s")
@@ -174,8 +175,10 @@ def main() -> None:
     ap.add_argument("--data", default=None)
     ap.add_argument("--skip-audio", action="store_true")
     ap.add_argument("--skip-vision", action="store_true")
-    ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (small ops: 1 is fastest on a busy box)")
-    ap.add_argument("--hog-extras", default="none", help="comma list of extra_features variants, e.g. none,lbp,intensity")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (small ops: 1 is fastest on a busy box)")
+    ap.add_argument("--hog-extras", default="none",
+                    help="comma list of extra_features variants, e.g. none,lbp,intensity")
     args = ap.parse_args()
     root = data_root(args.data)
     if not root.is_dir():

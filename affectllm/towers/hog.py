@@ -54,13 +54,15 @@ class HOGConfig(PretrainedConfig):
         kwargs.pop("num_output_tokens", None)
         super().__post_init__(**kwargs)
         if self.extra_features not in _EXTRA_DIMS:
-            raise ConfigError(f"affect_hog: extra_features must be one of {sorted(_EXTRA_DIMS)}, got {self.extra_features!r}")
+            raise ConfigError(f"affect_hog: extra_features must be one of {sorted(_EXTRA_DIMS)}, "
+                              f"got {self.extra_features!r}")
         if self.num_channels not in (1, 3):
             raise ConfigError(f"affect_hog: num_channels must be 1 or 3, got {self.num_channels}")
         if self.cell_size < 2 or self.image_size % self.cell_size:
             raise ConfigError(f"affect_hog: cell_size {self.cell_size} must divide image_size {self.image_size}")
         if not 1 <= self.block_size <= self.cells_per_side or self.num_bins < 2:
-            raise ConfigError(f"affect_hog: block_size {self.block_size} must be in [1, cells per side] and num_bins >= 2")
+            raise ConfigError(f"affect_hog: block_size {self.block_size} must be in [1, cells per side] "
+                              f"and num_bins ({self.num_bins}) >= 2")
         for name in ("norm_mean", "norm_std"):
             value = getattr(self, name)
             if value is not None and len(value) != self.hidden_size:
@@ -149,7 +151,8 @@ class HOGVisionEncoder(FrozenFeaturesMixin, PreTrainedModel):
             return torch.cat([mean, std], 1).flatten(2).transpose(1, 2)
         padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
         S = c.image_size
-        bits = torch.cat([(padded[:, :, 1 + dy: 1 + dy + S, 1 + dx: 1 + dx + S] > grey).float() for dy, dx in _NEIGHBOURS], 1)
+        bits = [(padded[:, :, 1 + dy: 1 + dy + S, 1 + dx: 1 + dx + S] > grey).float() for dy, dx in _NEIGHBOURS]
+        bits = torch.cat(bits, 1)
         return F.avg_pool2d(bits, span, stride).flatten(2).transpose(1, 2)
 
     def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None,

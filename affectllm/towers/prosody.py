@@ -21,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import ConfigError, MediaError
 from ._common import FrozenFeaturesMixin, as_float_batch, copy_param_, lengths_from_mask, stats_to_list
+from ._dsp import delta, stack_frames, summarise_cues, yin
 
 _BASE_FEATURES = ("energy_db", "delta_energy_db", "log_f0", "voiced", "periodicity", "centroid_khz", "zcr")
 
@@ -163,7 +164,7 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         return self._consts[key]
 
     # ---- per-frame measurements ------------------------------------------------------------------------------
-    def _frame_features(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _frame_features(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x [B, T] float32 (zero beyond lengths). Returns raw features [B, N, d], frames per item [B], F0 Hz [B, N]."""
         c = self.config
         k = self._constants(x.device)
@@ -189,42 +190,21 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         centroid = (power * k["freqs"]).sum(-1) / (power.sum(-1) + 1e-10) / 1000.0
         zcr = ((spec_frames[..., 1:] * spec_frames[..., :-1]) < 0).float().mean(-1)
 
-        # pitch: YIN difference function via FFT cross-correlation + cumulative energies
-        a = pitch_frames[..., :win]
-        m = 1 << (plen - 1).bit_length()
-        corr = torch.fft.irfft(torch.fft.rfft(a, n=m).conj_physical() * torch.fft.rfft(pitch_frames, n=m), n=m)[..., : tau_max + 2]
-        sq = F.pad(pitch_frames.pow(2).cumsum(-1), (1, 0))
-        lags = torch.arange(tau_max + 2, device=x.device)
-        e_lag = sq[..., win: win + tau_max + 2] - sq[..., : tau_max + 2]
-        diff = (sq[..., win:win + 1] + e_lag - 2 * corr).clamp_min(0)  # d(tau), d(0) = 0
-        cum = diff[..., 1:].cumsum(-1)
-        cmndf = torch.ones_like(diff)
-        cmndf[..., 1:] = diff[..., 1:] * lags[1:] / cum.clamp_min(1e-12)
-        search = cmndf[..., tau_min: tau_max + 1]
-        below = search < c.yin_threshold
-        pos = torch.arange(search.shape[-1], device=x.device)
-        first = torch.where(below.any(-1), below.float().argmax(-1), torch.full_like(below[..., 0], 10**6, dtype=torch.long))
-        started = pos >= first.unsqueeze(-1)
-        region = started & ((~below & started).cumsum(-1) == 0)  # the first run of lags under the threshold
-        best = torch.where(region.any(-1), search.masked_fill(~region, float("inf")).argmin(-1), search.argmin(-1))
-        tau = best + tau_min
-        y0, y1, y2 = (cmndf.gather(-1, (tau + o).unsqueeze(-1)).squeeze(-1) for o in (-1, 0, 1))
-        curv = y0 - 2 * y1 + y2
-        shift = torch.where(curv > 1e-9, 0.5 * (y0 - y2) / curv.clamp_min(1e-9), torch.zeros_like(curv)).clamp(-1, 1)
-        f0 = c.sampling_rate / (tau.float() + shift)
-        periodicity = (1 - y1).clamp(0, 1)
+        # pitch: YIN on frames of integration window + lags
+        f0, cmndf_min = yin(pitch_frames, win, tau_min, tau_max, c.yin_threshold, c.sampling_rate)
+        periodicity = (1 - cmndf_min).clamp(0, 1)
 
         valid = torch.arange(N, device=x.device)[None, :] < n_frames[:, None]
         loudest = energy_db.masked_fill(~valid, -1e9).amax(-1, keepdim=True)
-        voiced = (y1 < c.voicing_threshold) & (energy_db > c.silence_db) & (energy_db > loudest - c.relative_silence_db)
-        voiced = voiced & valid
+        loud_enough = (energy_db > c.silence_db) & (energy_db > loudest - c.relative_silence_db)
+        voiced = (cmndf_min < c.voicing_threshold) & loud_enough & valid
         log_f0 = torch.where(voiced, torch.log(f0), torch.zeros_like(f0))
         f0 = torch.where(voiced, f0, torch.zeros_like(f0))
 
-        deltas = _delta(torch.cat([mfcc, energy_db.unsqueeze(-1)], -1), n_frames)
+        deltas = delta(torch.cat([mfcc, energy_db.unsqueeze(-1)], -1), n_frames)
         d_mfcc, d_energy = deltas[..., :-1], deltas[..., -1:]
         parts = ([logmel] if c.include_logmel else []) + [mfcc, d_mfcc]
-        parts += [_delta(d_mfcc, n_frames)] if c.include_delta2 else []
+        parts += [delta(d_mfcc, n_frames)] if c.include_delta2 else []
         parts += [energy_db.unsqueeze(-1), d_energy]
         parts += [t.unsqueeze(-1) for t in (log_f0, voiced.float(), periodicity, centroid, zcr)]
         feats = torch.cat(parts, -1) * valid.unsqueeze(-1)
@@ -252,9 +232,11 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         norm[..., i_f0] = norm[..., i_f0] * raw[..., i_v]  # unvoiced frames carry no pitch value
         valid = torch.arange(raw.shape[1], device=raw.device)[None, :] < n_frames[:, None]
         norm = norm * valid.unsqueeze(-1)
-        tokens = _stack_frames(norm, n_frames, c.frame_stack)
+        tokens = stack_frames(norm, n_frames, c.frame_stack)
         dtype = self.feature_scale.dtype
-        hidden = (_stack_frames(raw, n_frames, c.frame_stack).to(dtype), tokens.to(dtype)) if output_hidden_states else None
+        hidden = None
+        if output_hidden_states:
+            hidden = (stack_frames(raw, n_frames, c.frame_stack).to(dtype), tokens.to(dtype))
         tokens = tokens.to(dtype)
         if not return_dict:
             return (tokens, hidden) if hidden is not None else (tokens,)
@@ -280,7 +262,8 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
     @torch.no_grad()
     def fit_normalization(self, waveforms: Iterable, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean/std of every per-frame feature over a dataset of 1-D waveforms (at config.sampling_rate).
-        log_f0 statistics use voiced frames only (identity if none is voiced). Stores them in the parameters and in config.norm_mean/norm_std
+        log_f0 statistics use voiced frames only (identity if none is voiced). Stores them in the parameters and
+        in config.norm_mean/norm_std
         (so save_pretrained and from_config both keep them). Returns (mean, std)."""
         d = self.config.num_frame_features
         i_f0, i_v = self._voiced_column()
@@ -293,7 +276,8 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
             x = torch.zeros(len(batch), int(lengths.max()))
             for i, w in enumerate(batch):
                 x[i, : len(w)] = w
-            raw, n_frames, _ = self._frame_features(x.to(self.feature_scale.device), lengths.to(self.feature_scale.device))
+            device = self.feature_scale.device
+            raw, n_frames, _ = self._frame_features(x.to(device), lengths.to(device))
             raw = raw.double().cpu()
             valid = (torch.arange(raw.shape[1])[None, :] < n_frames.cpu()[:, None]).double().unsqueeze(-1)
             w = valid.expand_as(raw).clone()
@@ -340,65 +324,6 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
             w = torch.from_numpy(resample_poly(w.cpu().numpy(), c.sampling_rate // g, int(sampling_rate) // g)).float()
         if w.numel() == 0:
             raise MediaError("summary_cues: empty waveform")
-        raw, n_frames, f0 = self._frame_features(w[None].to(self.feature_scale.device), torch.tensor([w.numel()]))
-        names = c.frame_feature_names
-        raw, f0 = raw[0].double().cpu(), f0[0].double().cpu()
-        energy = raw[:, names.index("energy_db")]
-        voiced = raw[:, names.index("voiced")] > 0.5
-        active = energy > max(float(energy.max()) - c.relative_silence_db, c.silence_db)
-        hop_s = c.hop_length / c.sampling_rate
-        out: dict = {"duration_s": w.numel() / c.sampling_rate, "active_s": float(active.sum()) * hop_s}
-        pitch = f0[voiced]
-        out["pitch_mean_hz"] = float(pitch.mean()) if len(pitch) else None
-        out["pitch_std_hz"] = float(pitch.std(unbiased=False)) if len(pitch) else None
-        if len(pitch) >= 2:
-            lo, hi = torch.quantile(pitch, torch.tensor([0.05, 0.95], dtype=pitch.dtype))
-            out["pitch_range_semitones"] = float(12 * torch.log2(hi / lo))
-        else:
-            out["pitch_range_semitones"] = None
-        n_active = int(active.sum())
-        out["voiced_ratio"] = float(voiced.sum()) / n_active if n_active else 0.0
-        out["energy_db_mean"] = float(energy[active].mean()) if n_active else None
-        out["energy_db_std"] = float(energy[active].std(unbiased=False)) if n_active else None
-        # syllable-rate proxy: energy peaks within voiced stretches that rise and fall >= 3 dB (hysteresis)
-        smooth = F.avg_pool1d(energy[None, None].float(), 3, 1, 1, count_include_pad=False)[0, 0].tolist()
-        peaks, lo, hi, rising, inside = 0, 0.0, 0.0, False, False
-        for e, v in zip(smooth, voiced.tolist()):
-            if not v:
-                peaks, inside = peaks + (inside and rising), False
-            elif not inside:  # a voiced onset is a rise
-                inside, rising, hi = True, True, e
-            elif rising:
-                hi = max(hi, e)
-                if e < hi - 3.0:
-                    peaks, lo, rising = peaks + 1, e, False
-            else:
-                lo = min(lo, e)
-                if e > lo + 3.0:
-                    rising, hi = True, e
-        peaks += inside and rising
-        out["speaking_rate_hz"] = peaks / out["active_s"] if n_active else 0.0
-        out["spectral_centroid_hz"] = float(raw[active, names.index("centroid_khz")].mean() * 1000) if n_active else None
-        return out
-
-
-def _delta(feats: torch.Tensor, n_frames: torch.Tensor, width: int = 2) -> torch.Tensor:
-    """Regression deltas over time, edges replicated at each item's own last frame (padding-independent)."""
-    B, N, d = feats.shape
-    idx = torch.arange(-width, N + width, device=feats.device)[None, :]
-    idx = torch.minimum(idx.clamp_min(0), (n_frames - 1).clamp_min(0)[:, None])
-    ext = feats.gather(1, idx.unsqueeze(-1).expand(B, N + 2 * width, d))  # [B, N + 2w, d], edges replicated
-    out = sum(n * (ext[:, width + n: width + n + N] - ext[:, width - n: width - n + N]) for n in range(1, width + 1))
-    return out / (2 * sum(n * n for n in range(1, width + 1)))
-
-
-def _stack_frames(feats: torch.Tensor, n_frames: torch.Tensor, stack: int) -> torch.Tensor:
-    """[B, N, d] -> [B, ceil(N/stack), stack*d]; a token's missing frames repeat the item's last frame;
-    tokens past an item's own ceil(n/stack) are zero."""
-    B, N, d = feats.shape
-    M = -(-N // stack)
-    idx = torch.arange(M * stack, device=feats.device)[None, :]
-    idx = torch.minimum(idx, (n_frames - 1).clamp_min(0)[:, None])
-    tokens = feats.gather(1, idx.unsqueeze(-1).expand(B, M * stack, d)).reshape(B, M, stack * d)
-    n_tokens = (n_frames + stack - 1) // stack
-    return tokens * (torch.arange(M, device=feats.device)[None, :] < n_tokens[:, None]).unsqueeze(-1)
+        device = self.feature_scale.device
+        raw, _, f0 = self._frame_features(w[None].to(device), torch.tensor([w.numel()], device=device))
+        return summarise_cues(raw[0], f0[0], c, w.numel())

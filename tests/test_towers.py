@@ -136,6 +136,8 @@ def test_prosody_input_errors(prosody):
         prosody(torch.tensor([[0.0, float("nan")]]))
     with pytest.raises(MediaError):
         prosody.summary_cues(torch.zeros(0))
+    with pytest.raises(MediaError):
+        prosody.summary_cues(torch.zeros(SR, 2))  # stereo
 
 
 def test_prosody_save_load_roundtrip_and_auto(tmp_path):

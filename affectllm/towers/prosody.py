@@ -263,8 +263,7 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
     def fit_normalization(self, waveforms: Iterable, batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean/std of every per-frame feature over a dataset of 1-D waveforms (at config.sampling_rate).
         log_f0 statistics use voiced frames only (identity if none is voiced). Stores them in the parameters and
-        in config.norm_mean/norm_std
-        (so save_pretrained and from_config both keep them). Returns (mean, std)."""
+        in config.norm_mean/norm_std (so save_pretrained and from_config both keep them). Returns (mean, std)."""
         d = self.config.num_frame_features
         i_f0, i_v = self._voiced_column()
         s1, s2 = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64)
@@ -288,7 +287,7 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
             batch.clear()
 
         for wav in waveforms:
-            w = as_float_batch(wav, "waveform", ndim=2).reshape(-1).cpu()
+            w = _mono(wav).cpu()
             if w.numel() == 0:
                 continue
             batch.append(w)
@@ -316,7 +315,7 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         energy_db_std (active frames, dBFS), speaking_rate_hz (energy peaks of voiced stretches per active
         second, a syllable-rate proxy), spectral_centroid_hz (active frames)."""
         c = self.config
-        w = as_float_batch(waveform, "waveform", ndim=2).reshape(-1)
+        w = _mono(waveform)
         if sampling_rate is not None and int(sampling_rate) != c.sampling_rate:
             from scipy.signal import resample_poly
 
@@ -327,3 +326,10 @@ class ProsodyAudioEncoder(FrozenFeaturesMixin, PreTrainedModel):
         device = self.feature_scale.device
         raw, _, f0 = self._frame_features(w[None].to(device), torch.tensor([w.numel()], device=device))
         return summarise_cues(raw[0], f0[0], c, w.numel())
+
+
+def _mono(waveform) -> torch.Tensor:
+    x = as_float_batch(waveform, "waveform", ndim=2)
+    if x.shape[0] != 1:
+        raise MediaError(f"expected one mono 1-D waveform, got shape {tuple(x.shape)} (mix channels down first)")
+    return x[0]

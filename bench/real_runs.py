@@ -24,7 +24,7 @@ RESULTS = REPO / "docs" / "results"
 
 # Sized for the 2-core box while it is shared (measured ~40 s per batch-8 mini SFT step): small but complete runs.
 # fp32 because bf16 matmul measured slower than fp32 on this machine's CPU (bench/bench_train.py).
-COMMON = ["model.dtype=float32", "optim.batch_size=4", "run.save_every=1000", "run.tensorboard=false"]
+COMMON = ["model.dtype=float32", "optim.batch_size=4", "run.save_every=10", "run.tensorboard=false"]
 EXPERIMENTS = {
     "text": {"recipe": "sft_lora", "corpus": "goemotions", "eval_split": "dev", "eval_limit": 100, "max_new_tokens": 24,
              "overrides": COMMON + ["data.limit=160", "optim.max_steps=40", "run.output_dir=runs/real/text"]},
@@ -96,8 +96,10 @@ def run(name: str) -> dict:
     untuned = load(before_name, dtype="float32")
     examples = dev_examples(untuned, name, cfg, recipe)
     t0 = time.time()
-    result["untuned" if before_name == "mini" else "before"] = evaluate(untuned, examples, out / "eval_before.json",
-                                                                       desc="before", **gen)
+    done = out / "eval_before.json"  # an interrupted run reuses its finished "before" evaluation
+    key = "untuned" if before_name == "mini" else "before"
+    result[key] = (json.loads(done.read_text()) if done.exists() and json.loads(done.read_text())["n"] == len(examples)
+                   else evaluate(untuned, examples, done, desc="before", **gen))
     result["untuned_eval_s"] = round(time.time() - t0, 1)
     del untuned
     t0 = time.time()

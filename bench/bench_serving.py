@@ -19,7 +19,6 @@ import gc
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,9 +34,12 @@ def pct(xs: list[float], q: float) -> float:
 
 
 # ---- 1. transformers --------------------------------------------------------------------------------------------
-def hf_throughput(model: str, dtype: str, bs: int, convs: list, max_new: int, budget_s: float) -> dict:
+def hf_throughput(model: str, dtype: str, bs: int, threads: int, convs: list, max_new: int, budget_s: float) -> dict:
+    import torch
+
     from affectllm.api import load
 
+    torch.set_num_threads(threads)
     pipe = load(model, dtype=dtype)
     pipe.generate(convs[:1], max_new_tokens=2)  # warm-up
     done, t0 = 0, time.perf_counter()
@@ -47,7 +49,7 @@ def hf_throughput(model: str, dtype: str, bs: int, convs: list, max_new: int, bu
     wall = time.perf_counter() - t0
     del pipe
     gc.collect()
-    return {"setting": f"transformers {dtype} batch {bs}", "samples": done, "wall_s": wall,
+    return {"setting": f"transformers {dtype} batch {bs} thr {threads}", "samples": done, "wall_s": wall,
             "samples_per_s": done / wall}
 
 
@@ -120,7 +122,10 @@ def main() -> int:
     ap.add_argument("--model", default="mini")
     ap.add_argument("--n", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--hf-settings", default="float32:1,float32:8,float32:16,bfloat16:1,bfloat16:8,bfloat16:16")
+    ap.add_argument("--hf-settings", help="dtype:batch:threads,... (default: fp32 and bf16 at batch 1/8/16, "
+                    "1 and 2 torch threads for fp32)",
+                    default="float32:1:1,float32:8:1,float32:16:1,float32:1:2,float32:8:2,float32:16:2,"
+                            "bfloat16:1:1,bfloat16:8:1,bfloat16:16:1")
     ap.add_argument("--hf-budget-s", type=float, default=40.0, help="time bound per transformers setting")
     ap.add_argument("--vllm-dtype", default=None, help="default: the model's dtype")
     ap.add_argument("--clients", type=int, default=16)
@@ -131,9 +136,11 @@ def main() -> int:
 
     convs = text_requests(args.n)
     results = []
+    load_start = os.getloadavg()
+    print(f"load average at start: {load_start[0]:.1f} (cores: {os.cpu_count()})", flush=True)
     for setting in [s for s in args.hf_settings.split(",") if s]:
-        dtype, bs = setting.split(":")
-        r = hf_throughput(args.model, dtype, int(bs), convs, args.max_new_tokens, args.hf_budget_s)
+        dtype, bs, threads = (setting.split(":") + ["2"])[:3]
+        r = hf_throughput(args.model, dtype, int(bs), int(threads), convs, args.max_new_tokens, args.hf_budget_s)
         print(f"{r['setting']:32s} {r['samples_per_s']:6.2f} samples/s ({r['samples']} in {r['wall_s']:.0f} s)",
               flush=True)
         results.append(r)
@@ -161,7 +168,7 @@ def main() -> int:
         port = free_port()
         gw_proc = subprocess.Popen([sys.executable, "-m", "affectllm.cli", "serve", args.model, "--port", str(port),
                                     "--vllm-url", vllm.url, "--vllm-api-key", vllm.api_key, "--dtype", vllm_dtype,
-                                    "--max-model-len", "4096"],
+                                    "--max-model-len", "4096", "--torch-threads", "1"],
                                    stdout=open(work / "gateway.log", "wb"), stderr=subprocess.STDOUT,
                                    start_new_session=True)
         gw = f"http://127.0.0.1:{port}"
@@ -223,8 +230,11 @@ def main() -> int:
               f"| {p50:>5s} | {p95:>5s} |")
     print(f"soak: {s['requests']} requests from {args.clients} clients in {s['wall_s']:.0f} s, errors {s['errors']}, "
           f"p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s")
+    print(f"load average: {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end "
+          f"(other jobs share these {os.cpu_count()} cores)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps({"results": results, "soak": s, "best_hf": best["setting"]}, indent=2))
+    Path(args.json).write_text(json.dumps({"results": results, "soak": s, "best_hf": best["setting"],
+                                           "load_average": [load_start[0], os.getloadavg()[0]]}, indent=2))
     return 0
 
 

@@ -41,6 +41,7 @@ def add_serve_parser(sub) -> None:
     for flag, value in (("max-audio-seconds", d.max_audio_seconds), ("max-video-seconds", d.max_video_seconds),
                         ("request-timeout", d.request_timeout_s)):
         p.add_argument(f"--{flag}", type=float, default=value, help=f"(default {value:g})")
+    p.add_argument("--torch-threads", type=int, help="torch threads of the gateway (processor, towers, hf backend)")
     g = p.add_argument_group("vLLM")
     g.add_argument("--max-model-len", type=int, default=4096)
     g.add_argument("--gpu-memory-utilization", type=float, default=0.3,
@@ -60,6 +61,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import VLLMOptions, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.allow_dir and not Path(args.allow_dir).is_dir():
         raise ConfigError(f"--allow-dir '{args.allow_dir}' is not a folder")
     if args.runtime_lora_dir and not Path(args.runtime_lora_dir).is_dir():

@@ -35,7 +35,7 @@ def vllm_python() -> Path:
 def vllm_missing_reason() -> str | None:
     py = vllm_python()
     if not py.exists():
-        return f"no vLLM environment at {py.parent.parent} (run `bash scripts/setup_vllm_env.sh` or `make env`)"
+        return f"no vLLM environment: {py} does not exist (run `bash scripts/setup_vllm_env.sh` or `make env`)"
     return None
 
 

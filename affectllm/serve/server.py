@@ -93,6 +93,13 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
         from ..errors import ConfigError
 
         raise ConfigError(f"unknown backend {backend!r}; use vllm or hf")
+    if backend == "vllm" and (vllm is None or vllm.url is None):
+        from .launcher import vllm_missing_reason
+
+        if vllm_missing_reason():  # say so before minutes of model loading
+            from ..errors import ConfigError
+
+            raise ConfigError(vllm_missing_reason())
     t0 = time.perf_counter()
     registry = ModelRegistry(source, backend=backend, dtype=dtype, media_limits=cfg.media_limits(), main_name=name)
     for lora_name, path in (loras or {}).items():

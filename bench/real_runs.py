@@ -90,7 +90,9 @@ def run(name: str) -> dict:
     recipe = load_recipe(cfg["recipe"], cfg["overrides"])
     out = Path(recipe.run.output_dir)
     result: dict = {"experiment": name, "recipe": cfg["recipe"], "overrides": cfg["overrides"],
-                    "eval_split": cfg["eval_split"], "machine": "2-core CPU (AMD Zen 5), no GPU"}
+                    "eval_split": cfg["eval_split"], "machine": os.popen("lscpu | grep 'Model name'").read().split(":")[-1].strip() + ", 2 cores, no GPU",
+                    "note": f"answers cut at {cfg['max_new_tokens']} new tokens (labels come first), so format_ok_rate "
+                            "is not meaningful here"}
     gen = {"max_new_tokens": cfg["max_new_tokens"], "batch_size": 8}
     before_name = cfg.get("base", "mini")
     untuned = load(before_name, dtype="float32")

@@ -28,6 +28,22 @@ from pathlib import Path
 from serving_common import REPO, media_files, text_requests, to_openai
 
 
+def tree_cpu(pids: list[int]) -> float:
+    """CPU seconds (user + system) used so far by these processes and their descendants."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for p in [root, *root.children(recursive=True)]:
+                t = p.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else float("nan")
@@ -42,15 +58,15 @@ def hf_throughput(model: str, dtype: str, bs: int, threads: int, convs: list, ma
     torch.set_num_threads(threads)
     pipe = load(model, dtype=dtype)
     pipe.generate(convs[:1], max_new_tokens=2)  # warm-up
-    done, t0 = 0, time.perf_counter()
+    done, t0, cpu0 = 0, time.perf_counter(), tree_cpu([os.getpid()])
     while done < len(convs) and (done == 0 or time.perf_counter() - t0 < budget_s):
         pipe.generate(convs[done : done + bs], max_new_tokens=max_new)
         done += len(convs[done : done + bs])
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, tree_cpu([os.getpid()]) - cpu0
     del pipe
     gc.collect()
     return {"setting": f"transformers {dtype} batch {bs} thr {threads}", "samples": done, "wall_s": wall,
-            "samples_per_s": done / wall}
+            "samples_per_s": done / wall, "cpu_s_per_sample": cpu / done}
 
 
 # ---- 2./3. HTTP load ---------------------------------------------------------------------------------------------
@@ -192,9 +208,10 @@ def main() -> int:
                 ("vLLM direct (token ids)", vllm.url, direct, key, "/v1/completions"),
                 ("gateway + vLLM", gw, chat, {}, "/v1/chat/completions")):
             httpx.post(f"{vllm.url}/reset_prefix_cache", headers=key, timeout=60)
-            before = metrics(vllm.url, vllm.api_key)
+            before, cpu0 = metrics(vllm.url, vllm.api_key), tree_cpu([vllm.proc.pid, gw_proc.pid])
             r = asyncio.run(burst(url, bodies, headers, path))
-            after = metrics(vllm.url, vllm.api_key)
+            after, cpu = metrics(vllm.url, vllm.api_key), tree_cpu([vllm.proc.pid, gw_proc.pid]) - cpu0
+            r["cpu_s_per_sample"] = cpu / len(bodies)
             q = after.get("vllm:prefix_cache_queries_total", 0) - before.get("vllm:prefix_cache_queries_total", 0)
             h = after.get("vllm:prefix_cache_hits_total", 0) - before.get("vllm:prefix_cache_hits_total", 0)
             r.update(setting=f"{name} {vllm_dtype}", prefix_cache_hit_rate=h / q if q else None)
@@ -219,15 +236,18 @@ def main() -> int:
             gw_proc.send_signal(signal.SIGTERM)
             gw_proc.wait(timeout=30)
         vllm.stop()
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
     best = max((r for r in results if r["setting"].startswith("transformers")), key=lambda r: r["samples_per_s"])
     print(f"\n{args.n} requests, {args.max_new_tokens} new tokens, greedy, model {args.model}")
-    print(f"| {'setting':34s} | samples/s | vs best HF | p50 s | p95 s |")
-    print(f"|{'-' * 36}|-----------|------------|-------|-------|")
+    print(f"| {'setting':38s} | samples/s | vs best HF | p50 s  | p95 s  | CPU-s/sample |")
+    print(f"|{'-' * 40}|-----------|------------|--------|--------|--------------|")
     for r in results:
-        p50 = f"{r['p50_s']:.2f}" if "p50_s" in r else "-"
-        p95 = f"{r['p95_s']:.2f}" if "p95_s" in r else "-"
-        print(f"| {r['setting']:34s} | {r['samples_per_s']:9.2f} | {r['samples_per_s'] / best['samples_per_s']:9.2f}x "
-              f"| {p50:>5s} | {p95:>5s} |")
+        p50 = f"{r['p50_s']:.1f}" if "p50_s" in r else "-"
+        p95 = f"{r['p95_s']:.1f}" if "p95_s" in r else "-"
+        print(f"| {r['setting']:38s} | {r['samples_per_s']:9.2f} | {r['samples_per_s'] / best['samples_per_s']:9.2f}x "
+              f"| {p50:>6s} | {p95:>6s} | {r['cpu_s_per_sample']:12.2f} |")
     print(f"soak: {s['requests']} requests from {args.clients} clients in {s['wall_s']:.0f} s, errors {s['errors']}, "
           f"p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s")
     print(f"load average: {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end "

@@ -75,7 +75,7 @@ class AffectPipeline:
 
     def chat(self, text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
              prompt: str = "emotion_ov", candidates: list[str] | None = None, with_confidence: bool = False,
-             with_dimensions: bool = False, system: str | None = None, max_new_tokens: int = 200,
+             with_dimensions: bool = False, system: str | None = None, max_new_tokens: int = 128,
              **generate_kwargs) -> ChatResult:
         from .scoring import parse
 

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--candidates", help="comma-separated labels for closed-set prompts")
     chat.add_argument("--confidence", action="store_true", help="ask for a verbalised confidence")
     chat.add_argument("--dimensions", action="store_true", help="ask for valence / arousal")
-    chat.add_argument("--max-new-tokens", type=int, default=200)
+    chat.add_argument("--max-new-tokens", type=int, default=128,
+                      help="answer budget (labels come first; 128 covers labels + a short explanation)")
     chat.add_argument("--dtype", choices=["float32", "bfloat16"], help="override the preset's dtype")
     chat.add_argument("--json", action="store_true", help="machine-readable output")
     chat.add_argument("--server", help="URL of an affectllm gateway (affectllm serve); the model runs there")

@@ -146,9 +146,13 @@ def main() -> int:
     ap.add_argument("--vllm-dtype", default=None, help="default: the model's dtype")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--soak-seconds", type=float, default=120.0)
+    ap.add_argument("--block-size", type=int, default=32, help="vLLM KV block size (prefix-cache granularity)")
+    ap.add_argument("--prompt-dir", help="render prompts from this folder (e.g. bench/prompts_instruction_first)")
     ap.add_argument("--json", default=str(REPO / "outputs" / "bench_serving.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.prompt_dir:
+        os.environ["AFFECTLLM_PROMPTS"] = str(Path(args.prompt_dir).resolve())
 
     convs = text_requests(args.n)
     results = []
@@ -172,6 +176,7 @@ def main() -> int:
     gc.collect()
     work = Path(tempfile.mkdtemp(prefix="afb-"))
     vllm = VLLMServer(llm_dir, args.model, dtype=vllm_dtype, gpu_memory_utilization=0.3, max_model_len=4096,
+                      block_size=args.block_size,
                       workdir=work, extra_args=["--max-num-seqs", "256", "--max-num-batched-tokens", "4096"],
                       extra_env={"VLLM_SERVER_DEV_MODE": "1"})
     gw_proc = None
@@ -228,9 +233,11 @@ def main() -> int:
                               "messages": to_openai(AffectPipeline.build_messages(**{kind: path})[0])}
                              for path in media_files(kind, 4)]
         soak_bodies = [(kind, bodies[i % len(bodies)]) for i in range(16) for kind, bodies in by_kind.items() if bodies]
-        s = asyncio.run(soak(gw, soak_bodies, {}, args.clients, args.soak_seconds))
-        print(f"soak: {args.clients} clients x {args.soak_seconds:.0f} s: {s['requests']} requests, {s['errors']} errors, "
-              f"{s['req_per_s']:.2f} req/s, p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s, {s['by_kind']}", flush=True)
+        s = asyncio.run(soak(gw, soak_bodies, {}, args.clients, args.soak_seconds)) if args.soak_seconds > 0 else None
+        if s:
+            print(f"soak: {args.clients} clients x {args.soak_seconds:.0f} s: {s['requests']} requests, {s['errors']} "
+                  f"errors, {s['req_per_s']:.2f} req/s, p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s, {s['by_kind']}",
+                  flush=True)
     finally:
         if gw_proc is not None:
             gw_proc.send_signal(signal.SIGTERM)
@@ -240,7 +247,9 @@ def main() -> int:
 
         shutil.rmtree(work, ignore_errors=True)
     best = max((r for r in results if r["setting"].startswith("transformers")), key=lambda r: r["samples_per_s"])
-    print(f"\n{args.n} requests, {args.max_new_tokens} new tokens, greedy, model {args.model}")
+    print(f"\n{args.n} requests, {args.max_new_tokens} new tokens, greedy, model {args.model}, prompt "
+          f"{os.path.join(os.environ.get('AFFECTLLM_PROMPTS') or 'prompts', 'emotion_ov')}, vLLM block size "
+          f"{args.block_size}")
     print(f"| {'setting':38s} | samples/s | vs best HF | p50 s  | p95 s  | CPU-s/sample |")
     print(f"|{'-' * 40}|-----------|------------|--------|--------|--------------|")
     for r in results:
@@ -248,8 +257,9 @@ def main() -> int:
         p95 = f"{r['p95_s']:.1f}" if "p95_s" in r else "-"
         print(f"| {r['setting']:38s} | {r['samples_per_s']:9.2f} | {r['samples_per_s'] / best['samples_per_s']:9.2f}x "
               f"| {p50:>6s} | {p95:>6s} | {r['cpu_s_per_sample']:12.2f} |")
-    print(f"soak: {s['requests']} requests from {args.clients} clients in {s['wall_s']:.0f} s, errors {s['errors']}, "
-          f"p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s")
+    if s:
+        print(f"soak: {s['requests']} requests from {args.clients} clients in {s['wall_s']:.0f} s, errors {s['errors']}, "
+              f"p50 {s['p50_s']:.2f} s, p95 {s['p95_s']:.2f} s")
     print(f"load average: {load_start[0]:.1f} at start, {os.getloadavg()[0]:.1f} at the end "
           f"(other jobs share these {os.cpu_count()} cores)")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -146,6 +146,17 @@ def test_json_schema_and_json_object(http):
             assert fmt is not rf or set(obj) <= {"labels", "explanation"}
 
 
+def test_seed_and_stop(http):
+    parts = MEDIA["text"]()
+    sampled = [ask(http, "lora_a", parts, temperature=1.0, seed=11)["choices"][0]["token_ids"] for _ in range(2)]
+    assert sampled[0] == sampled[1]
+    greedy = ask(http, "lora_a", parts)["choices"][0]["message"]["content"]
+    stop = greedy[2:4]
+    if stop.strip() and stop.isascii() and stop.isprintable():
+        out = ask(http, "lora_a", parts, stop=[stop])["choices"][0]
+        assert out["finish_reason"] == "stop" and stop not in out["message"]["content"]
+
+
 def test_stream_and_openai_client(stack, http):
     import openai
 

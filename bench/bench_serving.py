@@ -140,7 +140,7 @@ def main() -> int:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--hf-settings", help="dtype:batch:threads,... (default: fp32 and bf16 at batch 1/8/16, "
                     "1 and 2 torch threads for fp32)",
-                    default="float32:1:1,float32:8:1,float32:16:1,float32:1:2,float32:8:2,float32:16:2,"
+                    default="float32:1:1,float32:8:1,float32:16:1,float32:1:2,float32:8:2,float32:16:2,float32:32:2,float32:64:2,"
                             "bfloat16:1:1,bfloat16:8:1,bfloat16:16:1")
     ap.add_argument("--hf-budget-s", type=float, default=40.0, help="time bound per transformers setting")
     ap.add_argument("--vllm-dtype", default=None, help="default: the model's dtype")

@@ -132,14 +132,18 @@ def test_states_missing_negatives(text):
 def test_modality_word_detector_and_grounding():
     assert cited_modalities("Her voice trembles; the pitch rises.") == {"audio"}
     assert cited_modalities("A smile and raised eyebrows in the video.") == {"visual"}
-    assert cited_modalities("The words 'I hate this' express anger.") == set()
-    assert cited_modalities("No audio was provided. The text says she is scared.") == set()
+    assert cited_modalities("The words 'I hate this' express anger.") == {"text"}
+    assert cited_modalities("No audio was provided. The text says she is scared.") == {"text"}
+    assert cited_modalities("No audio was provided.") == set()
     assert cited_modalities("VOICE and FACE") == {"audio", "visual"}                  # case-insensitive
     assert cited_modalities("The voiceover mentions nothing") == set()                 # whole words only
     assert ungrounded_modalities("tense voice, frowning face", ["text"]) == {"audio", "visual"}
     assert ungrounded_modalities("tense voice, frowning face", ["video", "text"]) == set()   # video has sound
     assert ungrounded_modalities("tense voice, frowning face", ["audio"]) == {"visual"}
     assert ungrounded_modalities("tense voice, frowning face", ["image"]) == {"audio"}
+    # an image-only answer that quotes "the text" invents an input (seen from a tuned `mini` on CK+)
+    assert ungrounded_modalities('The text says "The sun is rising."', ["image"]) == {"text"}
+    assert ungrounded_modalities('The text says "The sun is rising."', ["image", "text"]) == set()
 
 
 def test_letter_and_yesno_parsers():

@@ -24,7 +24,9 @@ Modality-word rule (`cited_modalities`): an explanation cites
   audio  when it contains voice, vocal(ly), tone, pitch(ed), intonation, prosody/prosodic, loud(ness), volume,
          audio, acoustic, timbre, hear/heard, speech rate, speaking rate;
   visual when it contains face, facial, expression(s), smile/smiling, frown(ing), eyes, eyebrow(s), brow(s),
-         gaze, video, image, picture, visual(ly), footage, posture, gesture(s), body language.
+         gaze, video, image, picture, visual(ly), footage, posture, gesture(s), body language;
+  text   when it contains text(s), transcript, subtitle(s), caption, utterance, written, wording, "the words",
+         "the sentence", "the statement" (an image-only answer that quotes "the text" invents an input).
   Whole words, case-insensitive. Sentences that `states_missing` flags are ignored (saying "no audio was given"
   is not a hallucinated cue). Known false positives, accepted for a transparent rule: "tone" of a text and
   "expression" as in "an expression of anger".
@@ -54,6 +56,8 @@ MODALITY_WORDS = {
     "visual": r"face|faces|facial|expression|expressions|smile|smiles|smiling|frown|frowns|frowning|eyes|eyebrow|"
               r"eyebrows|brow|brows|gaze|video|image|picture|visual|visually|footage|posture|gesture|gestures|"
               r"body language",
+    "text": r"text|texts|transcript|subtitle|subtitles|caption|utterance|written|wording|the words|the sentence|"
+            r"the statement",
 }
 _WORD_RES = {k: re.compile(r"\b(?:" + v + r")\b", re.I) for k, v in MODALITY_WORDS.items()}
 _SENTENCES = re.compile(r"[^.!?\n]+[.!?]?")
@@ -72,7 +76,7 @@ def states_missing(text: str) -> bool:
 
 
 def cited_modalities(text: str) -> set[str]:
-    """{"audio", "visual"} subsets that an explanation cites (rule in the module docstring).
+    """{"audio", "visual", "text"} subsets that an explanation cites (rule in the module docstring).
 
     >>> sorted(cited_modalities("Her voice trembles and her face shows fear."))
     ['audio', 'visual']
@@ -89,11 +93,13 @@ def cited_modalities(text: str) -> set[str]:
 
 def ungrounded_modalities(explanation: str, given: list[str]) -> set[str]:
     """Cited modality families that were not in the input: audio when no audio (or video with sound) was given,
-    visual when neither an image nor a video was given."""
+    visual when neither an image nor a video was given, text when no text or transcript was given."""
     cited = cited_modalities(explanation)
     have = {"audio"} if ("audio" in given or "video" in given) else set()
     if any(m in given for m in VISUAL_INPUTS):
         have.add("visual")
+    if "text" in given:
+        have.add("text")
     return cited - have
 
 

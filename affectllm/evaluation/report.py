@@ -179,6 +179,11 @@ def write_report(outdir: Path, summary: dict) -> Path:
         cells = "<br>".join(f"{k}: {fmt(m[k], m.get(k + '_ci_low'), m.get(k + '_ci_high'))}" for k in heads)
         rows.append([name, t["suite"], str(t.get("n_records")), cells, ", ".join(t.get("prompt_ids", []))[:120]])
     lines += _table(rows, ["task", "suite", "records", "headline (95% CI)", "prompts"]) + [""]
+    if any("n/a" in r[3] for r in rows):
+        lines += ["*n/a*: undefined on these answers, reported as the official code does instead of as 0. The official "
+                  "wheel F is 2·P̄·R̄/(P̄+R̄) with no zero guard, so P̄ = R̄ = 0 (no answer maps into the lexicon) is "
+                  "NaN; `*_sample` is the guarded per-sample variant. Correlations (CCC, Pearson) are undefined when "
+                  "the predictions are constant or missing.", ""]
     for name, t in summary["tasks"].items():
         lines += [f"## {name}", ""]
         if t.get("description"):

@@ -14,8 +14,9 @@
   Reported: how often the mapped answer contains only the text emotion (`text_only_rate`), only the other
   modality's (`other_only_rate`), both, or neither; `single_modality_rate` = one modality decided alone.
 * ``grounding``: open-vocabulary answers on inputs with some modalities withheld; an explanation that cites a
-  modality family (audio words, visual words) that was not in the input counts as ungrounded
-  (`ungrounded_rate`, per family `ungrounded_audio_rate` / `ungrounded_visual_rate`, among answers that explain).
+  modality family (audio words, visual words, text words) that was not in the input counts as ungrounded
+  (`ungrounded_rate`, per family `ungrounded_audio_rate` / `ungrounded_visual_rate` / `ungrounded_text_rate`,
+  among answers that explain).
 """
 from __future__ import annotations
 
@@ -152,7 +153,8 @@ class HallucinationSuite(Suite):
             expl = out["parsed"].get("explanation") or ""
             bad = ungrounded_modalities(expl, item.modalities or [])
             sc.update(has_explanation=float(bool(expl.strip())), ungrounded=float(bool(bad)),
-                      ungrounded_audio=float("audio" in bad), ungrounded_visual=float("visual" in bad))
+                      ungrounded_audio=float("audio" in bad), ungrounded_visual=float("visual" in bad),
+                      ungrounded_text=float("text" in bad))
         return out
 
     # ---- summary ------------------------------------------------------------------------------------------------
@@ -198,6 +200,7 @@ class HallucinationSuite(Suite):
                 m["ungrounded_rate"] = float(np.nanmean(col("ungrounded", rows)))
                 m["ungrounded_audio_rate"] = float(np.nanmean(col("ungrounded_audio", rows)))
                 m["ungrounded_visual_rate"] = float(np.nanmean(col("ungrounded_visual", rows)))
+                m["ungrounded_text_rate"] = float(np.nanmean(col("ungrounded_text", rows)))
                 m.update(bootstrap_mean(ctx.bootstrap, col("ungrounded", rows), "ungrounded_rate"))
         return base
 
@@ -208,7 +211,7 @@ class HallucinationSuite(Suite):
                 "pairs": ["pair_accuracy", "question_accuracy", "yes_rate"],
                 "conflict": ["text_only_rate", "other_only_rate", "both_rate", "neither_rate", "single_modality_rate"],
                 "grounding": ["ungrounded_rate", "ungrounded_audio_rate", "ungrounded_visual_rate",
-                              "explanation_rate"]}[task.options["probe"]] + super().headline(task)[:2]
+                              "ungrounded_text_rate", "explanation_rate"]}[task.options["probe"]] + super().headline(task)[:2]
 
     def plots(self, task, summary, records, outdir: Path, ctx):
         from ..report import bar_plot

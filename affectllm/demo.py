@@ -126,7 +126,7 @@ def run_demo(output: str | Path = "runs/demo", data_root: str | Path | None = No
         say(f"step 4/5: eval group '{EVAL_GROUP}' (evals/demo.yaml) against {url}")
         summary = run_eval(url, EVAL_GROUP, p.eval_dir, backend="openai", limit=limit, seeds=seeds, progress=progress,
                            data_root=p.data_root, checkpoint=source, served_model=SERVED_NAME,
-                           command=f"affectllm demo --output {p.output}")
+                           command=f"affectllm demo --output {p.output}", replace_stale=True)
         say("step 5/5: one chat example through the same server")
         req = example_request(p.data_root)
         with AffectClient(url, model=SERVED_NAME) as client:

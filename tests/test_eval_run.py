@@ -95,8 +95,15 @@ def test_resume_after_a_crash_gives_no_duplicates_and_the_same_summary(tmp_path)
     again = DummyBackend()
     run_eval("dummy", tasks, tmp_path / "resumed", backend=again, limit=3, bootstrap=20, progress=False)
     assert again.answered == 0
+    got_before = {name: rows(tmp_path / "resumed" / name / "samples.jsonl") for name in tasks}
     with pytest.raises(AffectError, match="holds results of a different run"):
         run_eval("dummy", tasks, tmp_path / "resumed", backend=DummyBackend(p=0.2), limit=3, progress=False)
+    other = DummyBackend(p=0.2)            # a folder the caller owns (affectllm demo): old rows moved aside, kept
+    redone = run_eval("dummy", tasks, tmp_path / "resumed", backend=other, limit=3, bootstrap=20, progress=False,
+                      replace_stale=True)
+    assert other.answered == 9 and all(redone["tasks"][n]["n_records"] == clean["tasks"][n]["n_records"] for n in tasks)
+    for name in tasks:
+        assert rows(tmp_path / "resumed" / f"{name}.stale-1" / "samples.jsonl") == got_before[name]
 
 
 def test_sampling_tasks_need_three_seeds_and_report_an_interval_over_them(tmp_path):

@@ -193,7 +193,7 @@ def _aggregate_seeds(per_seed: list[dict]) -> dict[str, float]:
 
 
 def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, seeds: int = MIN_SEEDS,
-             progress: bool = True) -> dict:
+             progress: bool = True, replace_stale: bool = False) -> dict:
     from .suites import SUITES
 
     suite = SUITES.get(task.suite)()
@@ -218,7 +218,7 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
     fingerprint = {"task": task.name, "task_version": task.version, "task_config": _sha(config),
                    "model_id": info.get("model_id"), "model_hash": info.get("hash"), "backend": info.get("backend"),
                    "decoding": task.gen()}
-    store = SampleStore(outdir / task.name, fingerprint)
+    store = SampleStore(outdir / task.name, fingerprint, replace_stale=replace_stale)
     per_seed, notes_skipped = [], 0
     records_by_seed = {}
     for seed in run_seeds:
@@ -268,8 +268,10 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
 
 def run_eval(model: Any, tasks: str | list[str] | list[TaskConfig], output: str | Path, backend: str | Backend | None = None,
              limit: int | None = None, seeds: int = MIN_SEEDS, bootstrap: int = 1000, progress: bool = True,
-             data_root: str | Path | None = None, command: str | None = None, **backend_opts) -> dict:
-    """Run tasks (names, groups, YAML paths or TaskConfigs); returns the run summary (also written to disk)."""
+             data_root: str | Path | None = None, command: str | None = None, replace_stale: bool = False,
+             **backend_opts) -> dict:
+    """Run tasks (names, groups, YAML paths or TaskConfigs); returns the run summary (also written to disk).
+    `replace_stale`: a task folder written by a different run is moved aside instead of refused."""
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
     configs = tasks if tasks and isinstance(tasks[0], TaskConfig) else resolve_tasks(tasks, limit)
@@ -291,7 +293,8 @@ def run_eval(model: Any, tasks: str | list[str] | list[TaskConfig], output: str 
     try:
         for i, task in enumerate(configs, 1):
             t1 = time.time()
-            results[task.name] = res = run_task(task, be, outdir, ctx, seeds=seeds, progress=progress)
+            results[task.name] = res = run_task(task, be, outdir, ctx, seeds=seeds, progress=progress,
+                                                replace_stale=replace_stale)
             if progress:
                 head = next((k for k in res.get("headline", []) if k in res.get("metrics", {})), None)
                 shown = f"{head} {res['metrics'][head]:.3f}" if head else res.get("status")

@@ -13,22 +13,36 @@ from ..errors import AffectError
 
 
 class SampleStore:
-    def __init__(self, folder: Path, fingerprint: dict):
+    def __init__(self, folder: Path, fingerprint: dict, replace_stale: bool = False):
+        """`replace_stale`: rows of a different run are moved aside to `<folder>.stale-N` (kept, never mixed)
+        instead of refused; for folders a tool owns, like `affectllm demo`'s, after a task changed version."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "samples.jsonl"
+        if replace_stale and self.differs(fingerprint):
+            n = 1
+            while self.folder.with_name(f"{self.folder.name}.stale-{n}").exists():
+                n += 1
+            os.replace(self.folder, self.folder.with_name(f"{self.folder.name}.stale-{n}"))
+            self.folder.mkdir(parents=True)
         self._check_fingerprint(fingerprint)
         self.rows: dict[str, dict] = {}
         self._load()
 
-    def _check_fingerprint(self, fp: dict) -> None:
+    def differs(self, fp: dict) -> list[str]:
+        """Fingerprint keys in which the rows already here were produced differently ([] when none or no rows)."""
         run = self.folder / "run.json"
         if run.is_file() and self.path.is_file() and self.path.stat().st_size > 0:
             old = json.loads(run.read_text())
-            diff = sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
-            if diff:
-                raise AffectError(f"{self.folder} holds results of a different run (differs in: {', '.join(diff)}); "
-                                  f"use another --output folder or delete this one")
+            return sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
+        return []
+
+    def _check_fingerprint(self, fp: dict) -> None:
+        run = self.folder / "run.json"
+        diff = self.differs(fp)
+        if diff:
+            raise AffectError(f"{self.folder} holds results of a different run (differs in: {', '.join(diff)}); "
+                              f"use another --output folder or delete this one")
         tmp = run.with_suffix(".tmp")
         tmp.write_text(json.dumps(fp, indent=2, sort_keys=True))
         os.replace(tmp, run)

@@ -63,6 +63,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server import VLLMOptions, run
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # else one line per vLLM health poll, every second
     if args.torch_threads:
         import torch
 

@@ -117,19 +117,20 @@ def run_demo(output: str | Path = "runs/demo", data_root: str | Path | None = No
     say(f"step 2/5: fine-tuning ({time.perf_counter() - t0:.0f} s so far)")
     artifact = fine_tune(p, base, train_steps)
     source = str(artifact) if artifact else base
-    say(f"step 3/5: serving {source} as '{SERVED_NAME}' through the gateway ({p.backend}: {p.why_backend})")
+    served = SERVED_NAME if artifact else base  # a preset is served under its own name
+    say(f"step 3/5: serving {source} as '{served}' through the gateway ({p.backend}: {p.why_backend})")
     running = start(source, backend=p.backend, cfg=ServeConfig(port=0),
-                    vllm=VLLMOptions(max_model_len=2048), name=SERVED_NAME)
+                    vllm=VLLMOptions(max_model_len=2048), name=served)
     try:
         url = running.url + "/v1"
         say(f"served at {url} ({time.perf_counter() - t0:.0f} s so far)")
         say(f"step 4/5: eval group '{EVAL_GROUP}' (evals/demo.yaml) against {url}")
         summary = run_eval(url, EVAL_GROUP, p.eval_dir, backend="openai", limit=limit, seeds=seeds, progress=progress,
-                           data_root=p.data_root, checkpoint=source, served_model=SERVED_NAME,
+                           data_root=p.data_root, checkpoint=source, served_model=served,
                            command=f"affectllm demo --output {p.output}", replace_stale=True)
         say("step 5/5: one chat example through the same server")
         req = example_request(p.data_root)
-        with AffectClient(url, model=SERVED_NAME) as client:
+        with AffectClient(url, model=served) as client:
             result = client.chat(**req, max_new_tokens=128)
     finally:
         running.stop()

@@ -50,3 +50,17 @@ def test_demo_on_tiny_trains_serves_evaluates_and_reuses(tmp_path, capsys):
     assert len((out / "sft_lora" / "metrics.jsonl").read_text().splitlines()) == 2
     assert {p: p.stat().st_mtime_ns for p in rows_before} == rows_before  # no eval row generated again
     assert second["example"]["raw"] == first["example"]["raw"]  # greedy, same artifact
+
+
+def test_demo_without_the_data_kit_says_so_and_still_serves_and_chats(tmp_path, capsys):
+    pytest.importorskip("openai")
+    from affectllm.demo import run_demo
+
+    out = run_demo(tmp_path / "demo", data_root=tmp_path / "no-data", backend="hf", base="tiny", progress=False)
+    printed = capsys.readouterr().out
+    assert "absent: nothing real to train or evaluate on" in printed and "skipping fine-tuning" in printed
+    assert out["artifact"] == "tiny" and out["example"]["input"] == {"text": "I waited two hours and nobody even "
+                                                                            "called to say they were late."}
+    summary = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())
+    assert summary["tasks"] and all(t["status"].startswith("skipped") for t in summary["tasks"].values())
+    assert (tmp_path / "demo" / "eval" / "report.md").is_file()

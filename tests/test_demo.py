@@ -64,3 +64,14 @@ def test_demo_without_the_data_kit_says_so_and_still_serves_and_chats(tmp_path, 
     summary = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())
     assert summary["tasks"] and all(t["status"].startswith("skipped") for t in summary["tasks"].values())
     assert (tmp_path / "demo" / "eval" / "report.md").is_file()
+
+
+def test_demo_falls_back_to_transformers_serving_without_vllm_and_says_why(tmp_path, monkeypatch):
+    from affectllm.demo import plan
+    from affectllm.errors import ConfigError
+
+    monkeypatch.setenv("AFFECTLLM_VLLM_PYTHON", str(tmp_path / "no-vllm" / "python"))
+    p = plan(tmp_path / "out", tmp_path, None)
+    assert p.backend == "hf" and "vLLM is not installed" in p.why_backend and not p.has_text_data
+    with pytest.raises(ConfigError, match="no vLLM environment"):
+        plan(tmp_path / "out", tmp_path, "vllm")

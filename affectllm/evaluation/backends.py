@@ -255,12 +255,13 @@ class HFBackend(Backend):
     def _batch(self, reqs: list[Request]) -> list[Response]:
         import torch
 
+        from ..train.encoding import to_device
+
         r0 = reqs[0]
         tok = self.pipe.processor.tokenizer
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         batch = self.pipe.processor([r.messages for r in reqs], padding_side="left")
-        device = self.pipe.model.device
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = to_device(dict(batch), self.pipe.model.device)
         kw: dict[str, Any] = dict(max_new_tokens=max(r.max_new_tokens for r in reqs), pad_token_id=pad,
                                   return_dict_in_generate=True, output_logits=r0.top_logprobs > 0)
         if r0.temperature > 0:

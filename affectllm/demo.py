@@ -135,7 +135,7 @@ def run_demo(output: str | Path = "runs/demo", data_root: str | Path | None = No
     finally:
         running.stop()
     pred = result.prediction
-    example = {"input": {k: v for k, v in req.items()}, "raw": result.raw.strip(), "labels": pred.labels,
+    example = {"input": req, "raw": result.raw.strip(), "labels": pred.labels,
                "explanation": pred.explanation, "format_ok": pred.format_ok}
     (p.output / "example.json").write_text(json.dumps(example, indent=2, ensure_ascii=False))
     ok = sum(t.get("status") == "ok" for t in summary["tasks"].values())

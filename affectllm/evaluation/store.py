@@ -19,13 +19,18 @@ class SampleStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.path = self.folder / "samples.jsonl"
-        if replace_stale and self.differs(fingerprint):
+        diff = self.differs(fingerprint)
+        if diff and replace_stale:
             n = 1
             while self.folder.with_name(f"{self.folder.name}.stale-{n}").exists():
                 n += 1
             os.replace(self.folder, self.folder.with_name(f"{self.folder.name}.stale-{n}"))
             self.folder.mkdir(parents=True)
-        self._check_fingerprint(fingerprint)
+            diff = []
+        if diff:
+            raise AffectError(f"{self.folder} holds results of a different run (differs in: {', '.join(diff)}); "
+                              f"use another --output folder or delete this one")
+        self._write_fingerprint(fingerprint)
         self.rows: dict[str, dict] = {}
         self._load()
 
@@ -37,12 +42,8 @@ class SampleStore:
             return sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
         return []
 
-    def _check_fingerprint(self, fp: dict) -> None:
+    def _write_fingerprint(self, fp: dict) -> None:
         run = self.folder / "run.json"
-        diff = self.differs(fp)
-        if diff:
-            raise AffectError(f"{self.folder} holds results of a different run (differs in: {', '.join(diff)}); "
-                              f"use another --output folder or delete this one")
         tmp = run.with_suffix(".tmp")
         tmp.write_text(json.dumps(fp, indent=2, sort_keys=True))
         os.replace(tmp, run)

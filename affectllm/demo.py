@@ -78,7 +78,7 @@ def fine_tune(p: DemoPlan, base: str = "mini", steps: int | None = None) -> Path
     overrides = TRAIN_OVERRIDES + [f"model.base={base}", f"run.output_dir={p.train_dir}", f"data.data_root={p.data_root}"]
     if steps is not None:
         overrides.append(f"optim.max_steps={steps}")
-    say(f"fine-tuning {base} with recipes/sft_lora.yaml on GoEmotions train (real data): " + " ".join(TRAIN_OVERRIDES))
+    say(f"fine-tuning {base} with recipes/sft_lora.yaml on GoEmotions train (real data): " + " ".join(overrides))
     return run_recipe("sft_lora", overrides)
 
 

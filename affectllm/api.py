@@ -104,11 +104,17 @@ def check_checkpoint(path: Path) -> None:
         raise ConfigError(f"checkpoint folder '{path}' is missing: {', '.join(missing)}")
 
 
-def load(preset_or_path: str | Path, dtype: str | None = None) -> AffectPipeline:
+def load(preset_or_path: str | Path, dtype: str | torch.dtype | None = None) -> AffectPipeline:
     """A preset name (`affectllm ls`), a trained artifact folder (affectllm.artifact), or a folder written by
-    `save_pretrained`."""
+    `save_pretrained`.
+
+    `dtype`: "float32" / "bfloat16" / "float16" / a torch dtype, "auto" (the faster of bf16/fp32 on this machine,
+    see affectllm.dtypes), or None for the preset's / checkpoint config's own dtype."""
+    from .dtypes import resolve_dtype_name
     from .presets import build_preset, list_presets
 
+    if dtype is not None:  # resolve once, up front: a bad name fails before any weights load
+        dtype = resolve_dtype_name(dtype)
     path = Path(preset_or_path)
     if str(preset_or_path) in list_presets():
         model, processor = build_preset(str(preset_or_path), dtype=dtype)
@@ -127,7 +133,7 @@ def load(preset_or_path: str | Path, dtype: str | None = None) -> AffectPipeline
     from .processing_affect import AffectProcessor
 
     config = AffectConfig.from_pretrained(path)
-    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}
+    kwargs = {"dtype": getattr(torch, dtype)} if dtype else {}  # already a resolved name
     model = AffectForConditionalGeneration.from_pretrained(path, config=config, **kwargs).eval()
     return AffectPipeline(model, AffectProcessor.from_pretrained(path, config=config), str(path))
 

@@ -92,7 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--dimensions", action="store_true", help="ask for valence / arousal")
     chat.add_argument("--max-new-tokens", type=int, default=128,
                       help="answer budget (labels come first; 128 covers labels + a short explanation)")
-    chat.add_argument("--dtype", choices=["float32", "bfloat16"], help="override the preset's dtype")
+    chat.add_argument("--dtype", choices=["auto", "float32", "bfloat16"],
+                      help="override the model's dtype; auto = the faster of bf16/fp32 on this machine (default: the "
+                           "preset's own, which is auto for mini and float32 for tiny)")
     chat.add_argument("--json", action="store_true", help="machine-readable output")
     chat.add_argument("--server", help="URL of an affectllm gateway (affectllm serve); the model runs there")
     chat.add_argument("--api-key", help="API key of --server (default: $AFFECTLLM_API_KEY)")

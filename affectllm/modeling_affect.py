@@ -183,7 +183,27 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
     def get_video_features(self, video_values: torch.Tensor, video_frames: torch.Tensor) -> list[torch.Tensor]:
         return self.project_videos(self.video_tower_states(video_values, video_frames))
 
+    def text_embedding_norm(self) -> float:
+        """Mean L2 norm of the LLM's input embeddings as the LLM sees them (after e.g. Gemma's sqrt(hidden) scale).
+        Cached: the embedding table is frozen in every recipe (LoRA never touches it)."""
+        emb = self.get_input_embeddings()
+        key = (emb.weight.data_ptr(), emb.weight.shape, emb.weight.dtype)
+        if getattr(self, "_embed_norm_key", None) != key:
+            scale = float(getattr(emb, "embed_scale", 1.0))
+            with torch.no_grad():
+                norms = torch.cat([w.float().norm(dim=-1) for w in emb.weight.split(8192)])
+            self._embed_norm, self._embed_norm_key = float(norms.mean()) * scale, key
+        return self._embed_norm
+
+    def _match_text_scale(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.config.projector_output_norm:
+            return x
+        return x * (self.text_embedding_norm() / x.float().norm(dim=-1, keepdim=True).clamp_min(1e-6)).to(x.dtype)
+
     def _project(self, items: list[torch.Tensor], projector: nn.Module, downsample: int, kind: str) -> list[torch.Tensor]:
+        return [self._match_text_scale(x) for x in self._project_raw(items, projector, downsample, kind)]
+
+    def _project_raw(self, items: list[torch.Tensor], projector: nn.Module, downsample: int, kind: str) -> list[torch.Tensor]:
         proj_dtype = next(projector.parameters()).dtype
         if kind == "resampler":
             # Pad to one batch with a key mask: fixed token budget per item.
@@ -243,30 +263,51 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
         return {k: kwargs.pop(k) for k in keys if k in kwargs}
 
     def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, labels=None,
-                return_token_logprobs: bool = False, **kwargs):
-        """With `labels`, the loss is computed from the LM head applied to target positions only (the prompt is
-        usually most of the sequence and the vocabulary can be 262k wide, so this saves most of the head's
-        cost); `return_token_logprobs` adds per-target-token log-probabilities (for GRPO)."""
+                logits_to_keep: int | torch.Tensor | None = None, return_token_logprobs: bool = False, **kwargs):
+        """The transformers causal-LM contract, with a cheap path for training.
+
+        - Without `labels`: the LLM's own forward (`logits_to_keep` passed through).
+        - With `labels` and `logits_to_keep=None` (the cheap path every recipe uses): the loss comes from the LM
+          head applied to target positions only. The prompt is most of the sequence and Gemma's head is 262k wide:
+          full logits of a batch of 8 x 150 tokens are 1.26 GB in fp32, the target-only ones a few MB.
+          `logits` is None here.
+        - With `labels` and `logits_to_keep` (0 = every position, k = the last k, or a 1-D index tensor), as TRL/PEFT
+          trainers call it: the same loss plus `logits` [B, kept, V] from the same hidden states.
+        `return_token_logprobs` adds per-target-token log-probabilities, the target mask and whether the argmax
+        token was right (`token_correct`), for GRPO and the label-token metrics of the loop."""
         media = self._media_kwargs(kwargs)
         if inputs_embeds is None:
             inputs_embeds = self.build_inputs_embeds(input_ids, **media)
         if labels is None:
+            if logits_to_keep is not None:
+                kwargs["logits_to_keep"] = logits_to_keep
             return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs)
         lm = self.language_model.get_base_model() if hasattr(self.language_model, "get_base_model") else self.language_model
         hidden = lm.get_decoder()(inputs_embeds=inputs_embeds, attention_mask=attention_mask, **kwargs).last_hidden_state
         targets = labels[:, 1:]
         keep = targets != -100
-        logits = lm.get_output_embeddings()(hidden[:, :-1][keep]).float()
-        cap = getattr(self.config.text_config, "final_logit_softcapping", None)
-        if cap:
-            logits = torch.tanh(logits / cap) * cap
+        logits = self._head(lm, hidden[:, :-1][keep])
         token_logp = -F.cross_entropy(logits, targets[keep], reduction="none")
         out = CausalLMOutputWithPast(loss=-token_logp.mean() if token_logp.numel() else logits.sum() * 0.0)
+        if logits_to_keep is not None:
+            if isinstance(logits_to_keep, int):
+                kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
+            else:
+                kept = hidden[:, logits_to_keep.to(hidden.device)]
+            out["logits"] = self._head(lm, kept)
         if return_token_logprobs:
             dense = torch.zeros(targets.shape, dtype=token_logp.dtype, device=token_logp.device)
             out["token_logprobs"] = dense.masked_scatter(keep, token_logp)
             out["token_mask"] = keep
+            correct = torch.zeros(targets.shape, dtype=torch.bool, device=token_logp.device)
+            out["token_correct"] = correct.masked_scatter(keep, logits.detach().argmax(-1) == targets[keep])
         return out
+
+    def _head(self, lm, hidden: torch.Tensor) -> torch.Tensor:
+        """LM head (+ Gemma's final logit soft-capping) in fp32."""
+        logits = lm.get_output_embeddings()(hidden).float()
+        cap = getattr(self.config.text_config, "final_logit_softcapping", None)
+        return torch.tanh(logits / cap) * cap if cap else logits
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, **kwargs) -> torch.Tensor:

@@ -28,6 +28,19 @@ from .errors import ConfigError, MediaError
 PROCESSOR_FILE = "affect_processor.json"
 
 
+def tower_pixels(frame: np.ndarray, size: int, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """uint8 [H, W, 3] -> float32 [3, S, S]: shortest side to S (bicubic), centre crop, normalise. The exact
+    transform the processor applies to images and video frames (benchmarks reuse it to feed a tower directly)."""
+    img = Image.fromarray(frame)
+    w, h = img.size
+    scale = size / min(w, h)
+    img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
+    arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    mean, std = (np.asarray(v, dtype=np.float32) for v in (mean, std))
+    return ((arr - mean) / std).transpose(2, 0, 1)
+
+
 @dataclass
 class _Items:
     audio: list[np.ndarray] = field(default_factory=list)
@@ -89,16 +102,8 @@ class AffectProcessor:
         return wav.astype(np.float32)
 
     def _pixels(self, frame: np.ndarray) -> np.ndarray:
-        """uint8 [H, W, 3] -> float32 [3, S, S]: shortest side to S (bicubic), centre crop, normalise."""
-        size = self.config.vision_image_size()
-        img = Image.fromarray(frame)
-        w, h = img.size
-        scale = size / min(w, h)
-        img = img.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-        left, top = (img.size[0] - size) // 2, (img.size[1] - size) // 2
-        arr = np.asarray(img.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
-        mean, std = (np.asarray(v, dtype=np.float32) for v in self.config.image_normalization())
-        return ((arr - mean) / std).transpose(2, 0, 1)
+        """uint8 [H, W, 3] -> float32 [3, S, S] for this model's vision tower (see `tower_pixels`)."""
+        return tower_pixels(frame, self.config.vision_image_size(), *self.config.image_normalization())
 
     def _image(self, src: Any) -> np.ndarray:
         if self.config.vision_config is None:

@@ -23,8 +23,11 @@ def prompt_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "prompts"
 
 
-def list_prompts() -> list[str]:
-    return sorted(str(p.relative_to(prompt_dir()).with_suffix("")) for p in prompt_dir().rglob("*.jinja"))
+def list_prompts(prefix: str = "") -> list[str]:
+    """Prompt names (posix paths under prompt_dir() without .jinja, e.g. "emotion_ov", "train/ov_1") that start with
+    `prefix`: list_prompts("train/") is the training paraphrase family, list_prompts("train/mcq_") one format of it."""
+    names = (p.relative_to(prompt_dir()).with_suffix("").as_posix() for p in prompt_dir().rglob("*.jinja"))
+    return sorted(n for n in names if n.startswith(prefix))
 
 
 @dataclass(frozen=True)

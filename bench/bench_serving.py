@@ -147,7 +147,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--soak-seconds", type=float, default=120.0)
     ap.add_argument("--block-size", type=int, default=32, help="vLLM KV block size (prefix-cache granularity)")
-    ap.add_argument("--prompt-dir", help="render prompts from this folder (e.g. bench/prompts_instruction_first)")
+    ap.add_argument("--prompt-dir", help="render prompts from this folder instead of prompts/ (to compare a wording)")
     ap.add_argument("--json", default=str(REPO / "outputs" / "bench_serving.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -1,13 +1,15 @@
 """Training benchmarks, each a ratio measured side by side in one run on this machine:
 
 1. matmul peak (bf16 and fp32) of this CPU, the yardstick for 2.;
-2. LLM-part throughput of a LoRA SFT step on `mini` as a fraction of that peak (FLOPs counted as
-   6 x non-embedding params x tokens + the LM head on target tokens only);
+2. LoRA SFT step time on `mini` in the dtype `auto` resolves to here (affectllm.dtypes) against float32 (when auto
+   *is* float32, bf16 runs instead so the ratio stays visible), and the LLM part's MFU: FLOPs counted for a frozen
+   base with LoRA, 4 x non-embedding params x tokens + 4 x the LM head on target tokens only (see `llm_flops`);
 3. step time with vs without the frozen-tower feature cache (RAVDESS speech: decode + tower every step vs cached),
    on `mini` (prosody tower) and on `tiny` with a Whisper-base-shaped encoder (a pretrained-size tower);
 4. QLoRA (NF4) vs LoRA memory of the language model.
 
-    python bench/bench_train.py [--steps 3]
+    python bench/bench_train.py [--steps 3]                      # the full run, writes docs/results/bench_train.json
+    python bench/bench_train.py --base tiny --steps 1 --skip cache memory   # plumbing smoke test, writes nothing
 """
 from __future__ import annotations
 
@@ -26,14 +28,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 
-def matmul_peak(dtype: torch.dtype, m: int = 2048, n: int = 2048, k: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
+def matmul_peak(dtype: torch.dtype, size: int = 2048, max_call_s: float = 1.0, budget_s: float = 4.0) -> dict:
+    """GFLOP/s of a size^3 matmul (best of up to 10 timed calls after a warm-up). A 512^3 probe first: on a CPU
+    without native bf16 one 2048^3 bf16 call takes ~30 s (0.6 GFLOP/s measured on a Zen 3), so the size halves
+    until one call is expected to take under `max_call_s`; the size used is reported."""
+    gen = torch.Generator().manual_seed(0)
+    n = 512
+    a, b = torch.randn(n, n, generator=gen, dtype=dtype), torch.randn(n, n, generator=gen, dtype=dtype)
+    a @ b
     t = time.perf_counter()
-    for _ in range(reps):
+    a @ b
+    probe_s = time.perf_counter() - t
+    while size > n and probe_s * (size / n) ** 3 > max_call_s:
+        size //= 2
+    a, b = torch.randn(size, size, generator=gen, dtype=dtype), torch.randn(size, size, generator=gen, dtype=dtype)
+    a @ b
+    best, deadline, reps = float("inf"), time.perf_counter() + budget_s, 0
+    while reps < 2 or (reps < 10 and time.perf_counter() < deadline):
+        t = time.perf_counter()
         a @ b
-    return 2 * m * n * k * reps / (time.perf_counter() - t) / 1e9
+        best, reps = min(best, time.perf_counter() - t), reps + 1
+    return {"gflops": round(2 * size ** 3 / best / 1e9, 1), "size": size}
 
 
 def _recipe(base: str, dtype: str, corpora: list[str], modalities: list[str], cache: bool, quant: bool = False):
@@ -84,32 +99,67 @@ def timed_steps(recipe, steps: int, pipe=None) -> dict:
 
 
 def llm_flops(pipe, tokens: float, targets: float) -> float:
+    """FLOPs of one LoRA step of the language model: 4N per token, not the usual 6N.
+
+    6N (forward 2N + backward 4N) is for full training, where backward computes two matmuls per weight: the
+    gradient w.r.t. the activations (2N, to pass it down) and w.r.t. the weight itself (2N). With LoRA the base
+    weights are frozen: backward still has to push activation gradients down through every layer to reach the
+    lowest adapter (2N), but it skips every base weight gradient, so forward 2N + backward 2N = 4N. The adapters
+    add 6 x their own (tiny) parameter count. The LM head runs on target tokens only (modeling_affect's loss
+    path) and is frozen too: 4 x its size per target token. Attention score FLOPs (~ seq^2) are left out, as in
+    the 6N rule, which is fair at these ~150-token sequences. Counting 6N instead overstated MFU by 1.5x (a
+    "fraction of peak" above 1 in an earlier run)."""
     lm = pipe.model.language_model
     emb = lm.get_input_embeddings().weight
-    non_emb = sum(p.numel() for n, p in lm.named_parameters() if p is not emb and "lora_" not in n)
-    return 6 * non_emb * tokens + 6 * emb.numel() * targets
+    frozen = sum(p.numel() for n, p in lm.named_parameters() if p is not emb and "lora_" not in n)
+    lora = sum(p.numel() for n, p in lm.named_parameters() if "lora_" in n)
+    return 4 * frozen * tokens + 6 * lora * tokens + 4 * emb.numel() * targets
+
+
+def _step_row(r: dict, peaks: dict, dtype: str) -> dict:
+    gflops = llm_flops(r.pop("pipe"), r["tokens_per_step"], r["targets_per_step"]) / r["step_s"] / 1e9
+    return {**{k: round(v, 3) for k, v in r.items()}, "dtype": dtype, "llm_gflops": round(gflops, 1),
+            "mfu": round(gflops / peaks[dtype]["gflops"], 3)}
+
+
+def lora_auto_vs_fp32(base: str, steps: int, peaks: dict) -> dict:
+    """LoRA step time in the `auto` dtype and in float32, side by side (bf16 instead when auto is float32)."""
+    from affectllm.dtypes import describe_choice, resolve_dtype_name
+
+    auto = resolve_dtype_name("auto")
+    out: dict = {"auto_resolves_to": auto, "auto_record": describe_choice()}
+    other = "bfloat16" if auto == "float32" else "float32"
+    if auto == "float32":
+        out["note"] = ("auto is float32 on this machine; bfloat16 is measured too so the ratio is visible "
+                       "(step_speedup_auto_over_other > 1 confirms the choice)")
+    for label, dtype in (("auto", "auto"), (other, other)):
+        name = auto if label == "auto" else dtype
+        r = timed_steps(_recipe(base, dtype, ["goemotions"], ["text"], True), steps)
+        out[label] = _step_row(r, peaks, name)
+        print(f"lora step {label} ({name}):", out[label], flush=True)
+        gc.collect()
+    out["step_speedup_auto_over_other"] = round(out[other]["step_s"] / out["auto"]["step_s"], 3)
+    return out
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=3)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="measured steps per setting (default 3)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "cache", "memory"])
+    parser.add_argument("--base", default="mini", help="model of the LoRA step comparison (default mini; tiny for a "
+                                                       "quick plumbing check)")
+    parser.add_argument("--output", help="JSON report (default docs/results/bench_train.json for mini, none else)")
     args = parser.parse_args()
-    report: dict = {"threads": torch.get_num_threads(), "cpu": os.popen("lscpu | grep 'Model name'").read().strip()}
-    report["matmul_gflops"] = {"bfloat16": round(matmul_peak(torch.bfloat16)), "float32": round(matmul_peak(torch.float32))}
-    print("matmul peak GFLOP/s:", report["matmul_gflops"], flush=True)
+    report: dict = {"threads": torch.get_num_threads(), "cpu": os.popen("lscpu | grep 'Model name'").read().strip(),
+                    "base": args.base}
+    peaks = {"bfloat16": matmul_peak(torch.bfloat16), "float32": matmul_peak(torch.float32)}
+    report["matmul_peak"] = peaks
+    print("matmul peak:", peaks, flush=True)
     if "throughput" not in args.skip:
-        for dtype in ("bfloat16", "float32"):
-            r = timed_steps(_recipe("mini", dtype, ["goemotions"], ["text"], True), args.steps)
-            gflops = llm_flops(r.pop("pipe"), r["tokens_per_step"], r["targets_per_step"]) / r["step_s"] / 1e9
-            report[f"mini_sft_{dtype}"] = {**{k: round(v, 3) for k, v in r.items()}, "llm_gflops": round(gflops, 1),
-                                           "fraction_of_bf16_peak": round(gflops / report["matmul_gflops"]["bfloat16"], 3),
-                                           "fraction_of_own_dtype_peak": round(gflops / report["matmul_gflops"][dtype], 3)}
-            print(dtype, report[f"mini_sft_{dtype}"], flush=True)
-            gc.collect()
+        report["lora_step"] = lora_auto_vs_fp32(args.base, args.steps, peaks)
     if "cache" not in args.skip:
         for cache in (False, True):
-            r = timed_steps(_recipe("mini", "float32", ["ravdess"], ["audio"], cache), args.steps)
+            r = timed_steps(_recipe("mini", "auto", ["ravdess"], ["audio"], cache), args.steps)
             r.pop("pipe")
             report[f"mini_ravdess_cache_{cache}"] = {k: round(v, 3) for k, v in r.items()}
             print("mini cache", cache, report[f"mini_ravdess_cache_{cache}"], flush=True)
@@ -135,7 +185,7 @@ def main() -> int:
     if "memory" not in args.skip:
         from affectllm.train.setup import prepare_model
 
-        for quant in (False, True):
+        for quant in (False, True):  # bytes, not speed: bf16 LoRA base vs NF4 base, whatever `auto` says here
             pipe, _ = prepare_model(_recipe("mini", "bfloat16", ["goemotions"], ["text"], True, quant))
             lm = pipe.model.language_model
             nbytes = sum(p.numel() * p.element_size() for p in lm.parameters())
@@ -145,9 +195,11 @@ def main() -> int:
             gc.collect()
         report["qlora_vs_lora_memory"] = round(report["llm_bytes_qlora"] / report["llm_bytes_lora"], 3)
     print(json.dumps(report, indent=2))
-    out = Path(__file__).resolve().parents[1] / "docs" / "results" / "bench_train.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    out = args.output or (Path(__file__).resolve().parents[1] / "docs" / "results" / "bench_train.json"
+                          if args.base == "mini" else None)
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2, default=str))
     return 0
 
 

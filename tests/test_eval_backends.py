@@ -28,7 +28,7 @@ def test_messages_match_affect_pipeline():
     messages, prompt_id, record = build_messages(item)
     ref, ref_id = AffectPipeline.build_messages(text=SAMPLE.text, audio="a.wav", prompt="emotion_closed",
                                                 candidates=["anger", "joy"], with_confidence=True)
-    assert messages == ref and prompt_id == ref_id == "emotion_closed@1"
+    assert messages == ref and prompt_id == ref_id == "emotion_closed@2"
     assert record["modalities"] == ["audio", "text"] and record["media"] == {"audio": "a.wav"}
     only_audio, _, rec = build_messages(Item(key="k", sample=SAMPLE, modalities=["audio"]))
     assert rec["modalities"] == ["audio"] and "I can't believe it" not in only_audio[0]["content"][-1]["text"]

@@ -149,4 +149,4 @@ def test_shipped_prompts_have_versions():
     for name in ["probe_mcq", "probe_yesno", "probe_absent_modality"] + [
             f"paraphrase/{p.stem}" for p in (REPO / "prompts" / "paraphrase").glob("*.jinja")]:
         p = get_prompt(name)
-        assert p.version == "1" and p.id == f"{name}@1"
+        assert p.version == "2" and p.id == f"{name}@2"

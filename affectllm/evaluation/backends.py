@@ -111,7 +111,8 @@ def local_identity(ref: str) -> dict:
         if str(spec.get("text_path", "")).startswith("weights:"):
             from ..weights import cache_dir, read_marker
 
-            marker = read_marker(cache_dir() / f"gemma-3-270m-{spec.get('dtype', 'bfloat16')}")
+            # the folder `weights:gemma-3-270m` resolves to (stored bf16), whatever dtype the model then runs in
+            marker = read_marker(cache_dir() / "gemma-3-270m-bfloat16")
             if marker:
                 h.update(str(marker.get("source_sha256")).encode())
                 kind += " + converted weights' source sha256"

@@ -32,7 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--send-paths", action="store_true",
                    help="send media as file:// URLs (the server must allow their folder) instead of base64")
     p.add_argument("--batch-size", type=int, default=8, help="requests per generate() call (hf batch)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], help="hf backend: override the model dtype")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16"],
+                   help="hf backend: override the model dtype; auto = the faster of bf16/fp32 on this machine "
+                        "(default: the model's own, auto for mini)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
     p.add_argument("--dummy-p", type=float, default=0.7, help="dummy backend: probability of a right answer")
     p.add_argument("--data", help="data root (default $AFFECTLLM_DATA or ../shared/data)")

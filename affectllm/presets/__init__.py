@@ -94,7 +94,10 @@ def config_from_spec(spec: dict, text_config: Any = None):
 
 
 def build_preset(name: str, dtype: str | None = None):
-    """(model, processor) for a preset, with every pretrained part loaded from local files."""
+    """(model, processor) for a preset, with every pretrained part loaded from local files.
+
+    `dtype`: a name, "auto" (the faster of bf16/fp32 on this machine, affectllm.dtypes), or None for the preset's
+    own "dtype" (itself possibly "auto"; float32 when it has none)."""
     return build_from_spec(preset_spec(name), dtype)
 
 
@@ -102,10 +105,11 @@ def build_from_spec(spec: dict, dtype: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from ..dtypes import resolve_dtype
     from ..modeling_affect import AffectForConditionalGeneration
     from ..processing_affect import AffectProcessor
 
-    torch_dtype = getattr(torch, dtype or spec.get("dtype", "float32"))
+    torch_dtype = resolve_dtype(dtype or spec.get("dtype", "float32"))
     tokenizer = load_tokenizer(spec)
     llm = None
     if "text_path" in spec:

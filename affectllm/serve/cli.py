@@ -29,7 +29,9 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--name", help="served name of an artifact given as MODEL (default: its folder name)")
     p.add_argument("--lora", action="append", type=_lora, default=[], metavar="NAME=ARTIFACT",
                    help="also serve a LoRA artifact under NAME (repeatable)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="override the model's dtype")
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="override the model's dtype (gateway and vLLM); auto = the faster of bf16/fp32 on this "
+                        "machine (default: the preset's own, auto for mini)")
     p.add_argument("--allow-dir", help="local media paths / file:// URLs are read only inside this folder")
     p.add_argument("--allow-remote-urls", action="store_true", help="fetch http(s) media URLs (off by default)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: $AFFECTLLM_API_KEY if set)")
@@ -83,6 +85,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.getLogger("affectllm.serve").warning(
             "listening on %s without an API key: anyone who can reach this address can use the model "
             "(set --api-key or AFFECTLLM_API_KEY)", args.host)
+    if args.dtype == "auto":  # vLLM's own "auto" means "what config.json says": give it our resolved name
+        from ..dtypes import resolve_dtype_name
+
+        args.dtype = resolve_dtype_name("auto")
     vllm = VLLMOptions(dtype=args.dtype, max_model_len=args.max_model_len,
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
                        prefix_caching=not args.no_prefix_caching, block_size=args.block_size, url=args.vllm_url, api_key=args.vllm_api_key,

@@ -130,7 +130,7 @@ class VLLMServer:
     model_dir: Path
     served_name: str
     loras: dict[str, Path] = field(default_factory=dict)
-    dtype: str = "auto"
+    dtype: str = "auto"  # ours (affectllm.dtypes: the faster on this machine), not vLLM's "as config.json says"
     host: str = "127.0.0.1"
     port: int | None = None
     max_model_len: int = 4096
@@ -165,9 +165,14 @@ class VLLMServer:
         return f"http://{self.host}:{self.port}"
 
     def command(self) -> list[str]:
+        dtype = self.dtype
+        if dtype == "auto":
+            from ..dtypes import resolve_dtype_name
+
+            dtype = resolve_dtype_name("auto")
         cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
                "--served-model-name", self.served_name, "--host", self.host, "--port", str(self.port),
-               "--dtype", self.dtype, "--max-model-len", str(self.max_model_len),
+               "--dtype", dtype, "--max-model-len", str(self.max_model_len),
                "--gpu-memory-utilization", str(self.gpu_memory_utilization), "--enable-prompt-embeds",
                "--generation-config", "vllm", "--api-key", self.api_key, "--disable-uvicorn-access-log"]
         cmd.append("--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching")

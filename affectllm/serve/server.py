@@ -18,7 +18,7 @@ log = logging.getLogger("affectllm.serve")
 
 @dataclass
 class VLLMOptions:
-    dtype: str | None = None  # default: the model's dtype in the gateway
+    dtype: str | None = None  # default (or "auto"): the model's resolved dtype in the gateway
     max_model_len: int = 4096
     gpu_memory_utilization: float = 0.3
     enforce_eager: bool = False
@@ -66,6 +66,16 @@ class Running:
 
 def _dtype_name(pipe) -> str:
     return str(pipe.model.dtype).replace("torch.", "")
+
+
+def _vllm_dtype(requested: str | None, pipe) -> str:
+    """The dtype name vLLM gets. Never "auto": vLLM's auto means "config.json's dtype" (bf16 for the converted
+    Gemma), while ours means "the faster on this machine", already resolved when the gateway loaded the model."""
+    if requested in (None, "auto"):
+        return _dtype_name(pipe)
+    from ..dtypes import resolve_dtype_name
+
+    return resolve_dtype_name(requested)
 
 
 def _served_max_len(url: str, key: str | None, default: int) -> int:
@@ -117,7 +127,7 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
         if url is None:
             proc = VLLMServer(base_llm_dir(registry.base.pipe), registry.base.vllm_name,
                               loras={m.vllm_name: m.adapter_dir for m in registry.loras()},
-                              dtype=opts.dtype or _dtype_name(registry.base.pipe), max_model_len=opts.max_model_len,
+                              dtype=_vllm_dtype(opts.dtype, registry.base.pipe), max_model_len=opts.max_model_len,
                               max_lora_rank=opts.max_lora_rank or lora_rank_bound([m.lora_rank for m in registry.loras()]),
                               max_loras=opts.max_loras, gpu_memory_utilization=opts.gpu_memory_utilization,
                               enforce_eager=opts.enforce_eager, prefix_caching=opts.prefix_caching,

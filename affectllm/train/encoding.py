@@ -20,6 +20,19 @@ from .examples import Example
 MEDIA_KEYS = ("audio", "image", "video")
 
 
+def label_span_text(target: str) -> str:
+    """The part of a target answer that carries the label: up to the closing bracket of `"labels": [...]` in the
+    structured answer, or the whole (short) answer of other formats (a letter, yes/no)."""
+    head = target.lstrip()
+    if head.startswith('{"labels"') and "]" in head:
+        return head[: head.index("]") + 1]
+    return target
+
+
+def label_token_count(tokenizer, target: str) -> int:
+    return len(tokenizer(label_span_text(target), add_special_tokens=False)["input_ids"]) if target else 0
+
+
 def to_device(batch: dict, device) -> dict:
     """Tensors and lists of tensors (tower states) to `device`; a no-op on CPU."""
     out = {}
@@ -110,8 +123,12 @@ class ExampleEncoder:
         return enc
 
     def encode(self, ex: Example, with_target: bool = True) -> dict:
+        n_label = label_token_count(self.pipe.processor.tokenizer, ex.target) if with_target else 0
         if not self.use_cache:
-            return {"example": ex, "with_target": with_target}
+            return {"example": ex, "with_target": with_target, "n_label": n_label}
+        return {**self._encode_cached(ex, with_target), "n_label": n_label}
+
+    def _encode_cached(self, ex: Example, with_target: bool) -> dict:
         key = self._key(ex, with_target)
         if key in self.memory:
             self.hits += 1
@@ -128,10 +145,13 @@ class ExampleEncoder:
         self.memory[key] = enc
         return enc
 
-    def collate(self, encoded: list[dict], padding_side: str = "right") -> dict:
+    def collate(self, encoded: list[dict], padding_side: str = "right", label_counts: bool = False) -> dict:
         """Pad a list of encodings into one batch on the model's device (raw-media encodings go through the
         processor as a batch)."""
-        return to_device(self._collate(encoded, padding_side), self.pipe.model.device)
+        batch = self._collate(encoded, padding_side)
+        if label_counts:
+            batch["label_token_counts"] = torch.tensor([e.get("n_label", 0) for e in encoded], dtype=torch.long)
+        return to_device(batch, self.pipe.model.device)
 
     def _collate(self, encoded: list[dict], padding_side: str) -> dict:
         if "example" in encoded[0]:

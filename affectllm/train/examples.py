@@ -39,8 +39,43 @@ def sample_modalities(sample: Sample, wanted: list[str], model_modalities: list[
     return [m for m in sample.modalities() if m in usable]
 
 
+TARGET_STYLES = ("full", "short", "labels")
+
+
+def shape_target(answer_json: str, style: str) -> str:
+    """The trained answer: labels always first; "short" keeps the explanation's evidence line and first sentence,
+    "labels" drops it (the label is 1-2 of ~40-110 target tokens otherwise, and the loss learns the template)."""
+    if style == "full":
+        return answer_json
+    answer = json.loads(answer_json)
+    keep = {"labels": answer["labels"]}
+    if style == "short" and answer.get("explanation"):
+        keep["explanation"] = _first_sentences(answer["explanation"], 2)
+    for key in ("valence", "arousal"):
+        if key in answer:
+            keep[key] = answer[key]
+    return json.dumps(keep, ensure_ascii=False)
+
+
+def _first_sentences(text: str, n: int) -> str:
+    import re
+
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z\"])", text.strip())
+    return " ".join(parts[:n])
+
+
+def shuffled_candidates(candidates: list[str] | None, key: str, seed: int) -> list[str] | None:
+    """A per-example order, seeded by (seed, example id): the position of the gold label carries no signal."""
+    if not candidates:
+        return candidates
+    out = list(candidates)
+    random.Random(f"{seed}:{key}").shuffle(out)
+    return out
+
+
 def to_example(pipe, sample: Sample, prompt: str, wanted_modalities: list[str], closed_set_prompt: bool = False,
-               with_target: bool = True) -> Example | None:
+               with_target: bool = True, target_style: str = "full", shuffle: bool = False,
+               seed: int = 0) -> Example | None:
     """None when the sample has nothing the model can see (e.g. an image-only sample for an audio-only model)."""
     used = sample_modalities(sample, wanted_modalities, pipe.model.config.modalities)
     if not used:
@@ -53,12 +88,15 @@ def to_example(pipe, sample: Sample, prompt: str, wanted_modalities: list[str], 
     image = sample.image if "image" in used else None
     text = sample.text if "text" in used else None
     candidates = LABEL_SETS.get(sample.label_set or "") if closed_set_prompt else None
+    if shuffle:
+        candidates = shuffled_candidates(candidates, sample.id, seed)
     prompt_name = "emotion_closed" if closed_set_prompt and candidates else prompt
     messages, prompt_id = pipe.build_messages(text=text, audio=audio, image=image, video=video, prompt=prompt_name,
                                               candidates=candidates)
     target = ""
     if with_target:
-        target = target_json(sample, [m for m in used if m in sample.modalities()], with_dimensions=False)
+        target = shape_target(target_json(sample, [m for m in used if m in sample.modalities()],
+                                          with_dimensions=False), target_style)
     columns = {"gold_labels": list(sample.labels), "label": sample.label, "label_set": sample.label_set,
                "multi_labels": list(sample.multi_labels), "corpus": sample.corpus, "modalities": used,
                "speaker": sample.person, "gender": sample.gender, "language": sample.language}
@@ -67,7 +105,8 @@ def to_example(pipe, sample: Sample, prompt: str, wanted_modalities: list[str], 
 
 def build_examples(pipe, corpora: list[str], split: str, prompt: str, modalities: list[str],
                    limit: int | None = None, seed: int = 0, data_root: str | None = None,
-                   closed_set_prompt: bool = False, with_target: bool = True, on_missing: str = "skip") -> list[Example]:
+                   closed_set_prompt: bool = False, with_target: bool = True, on_missing: str = "skip",
+                   target_style: str = "full", shuffle_candidates: bool = False) -> list[Example]:
     """Examples of every corpus (a registered name, or a JSONL manifest path whose rows with missing media are
     skipped-and-counted or raise, by `on_missing`) for one split; `limit` takes a seeded subset per corpus."""
     out: list[Example] = []
@@ -81,7 +120,8 @@ def build_examples(pipe, corpora: list[str], split: str, prompt: str, modalities
         skipped = 0
         for sample in samples:
             try:
-                ex = to_example(pipe, sample, prompt, modalities, closed_set_prompt, with_target)
+                ex = to_example(pipe, sample, prompt, modalities, closed_set_prompt, with_target, target_style,
+                                shuffle_candidates, seed)
             except AffectError:
                 ex = None
             if ex is None:

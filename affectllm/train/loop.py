@@ -57,15 +57,27 @@ class MetricsLog:
                     self.tb.add_scalar(k, v, record["step"])
 
 
-def _schedule(recipe: Recipe, total: int):
+def _schedule(recipe: Recipe, total: int, start: int = 0):
+    """Linear warm-up then linear decay to 0 at `total`, beginning at step `start` (lr 0 before it)."""
     warm = max(0, recipe.optim.warmup_steps)
 
     def factor(step: int) -> float:
+        if step < start:
+            return 0.0
+        step -= start
         if step < warm:
             return (step + 1) / (warm + 1)
-        return max(0.0, (total - step) / max(1, total - warm))
+        return max(0.0, (total - start - step) / max(1, total - start - warm))
 
     return factor
+
+
+def group_schedules(recipe: Recipe, groups: list[dict], total: int) -> list:
+    """One lr factor per parameter group. With `optim.align_steps`, the LLM group (LoRA) stays at lr 0 for the
+    first steps while the projectors learn what the features mean (otherwise LoRA lowers the loss through the
+    class prior faster than the projector learns, and media inputs are ignored)."""
+    align = max(0, recipe.optim.align_steps)
+    return [_schedule(recipe, total, align if g.get("name") == "llm" else 0) for g in groups]
 
 
 class BatchPlan:
@@ -105,13 +117,19 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
     d = recipe.data
     examples = build_examples(pipe, d.corpora, d.split, d.prompt, d.modalities, limit=d.limit,
                               seed=recipe.optim.seed, data_root=d.data_root, closed_set_prompt=d.closed_set_prompt,
-                              with_target=recipe.stage != "grpo", on_missing=d.on_missing)
+                              with_target=recipe.stage != "grpo", on_missing=d.on_missing, target_style=d.target,
+                              shuffle_candidates=d.shuffle_candidates)
+    if recipe.model.fit_normalization:
+        from .normalization import fit_tower_normalization
+
+        fit_tower_normalization(pipe, examples, progress=progress and acc.is_main_process)
     encoder = ExampleEncoder(pipe, cache_dir(), use_cache=recipe.run.feature_cache)
     micro = recipe.optim.batch_size
     plan = BatchPlan(len(examples), micro * recipe.optim.grad_accum * acc.num_processes, recipe.optim.seed)
     steps = total_steps(recipe, plan)
-    optimizer = torch.optim.AdamW(parameter_groups(pipe.model, recipe))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(recipe, steps))
+    groups = parameter_groups(pipe.model, recipe)
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, group_schedules(recipe, groups, steps))
     model, optimizer = acc.prepare(pipe.model, optimizer)
     start = 0
     ckpt = latest_checkpoint(out) if recipe.run.resume else None
@@ -127,7 +145,7 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
         t0 = time.perf_counter()
         idx = plan.indices(step)
         shard = idx[acc.process_index :: acc.num_processes]
-        record = {"step": step + 1, "lr": scheduler.get_last_lr()[0]}
+        record = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "lr_projectors": scheduler.get_last_lr()[-1]}
         losses, tokens = [], 0
         for m in range(recipe.optim.grad_accum):
             exs = [examples[i] for i in shard[m * micro : (m + 1) * micro]]
@@ -161,6 +179,13 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
             if acc.is_main_process:
                 save_checkpoint(out, step + 1, pipe, base, recipe.to_yaml(), optimizer, scheduler,
                                 {"recipe": recipe.name, "examples": len(examples)}, keep=recipe.run.keep_checkpoints)
+        if recipe.run.eval_every and recipe.run.eval_task and ((step + 1) % recipe.run.eval_every == 0
+                                                                or step + 1 == steps):
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                from .dev_eval import evaluate_on_dev
+
+                evaluate_on_dev(pipe, recipe, out, step + 1, base, progress=progress)
         if stop_after is not None and step + 1 >= stop_after:
             return out
     acc.wait_for_everyone()
@@ -177,9 +202,23 @@ def _media(batch: dict) -> dict:
 
 
 def _sft_step(model, pipe, encoder: ExampleEncoder, exs, recipe: Recipe) -> tuple[torch.Tensor, dict]:
-    batch = encoder.collate([encoder.encode(ex) for ex in exs])
-    out = model(**batch)
-    return out.loss, {"tokens": int(batch["attention_mask"].sum())}
+    """Token loss with the label tokens weighted by `data.label_loss_weight`; logs the label tokens' own loss,
+    their teacher-forced token accuracy and the share of examples whose whole label span is predicted right."""
+    batch = encoder.collate([encoder.encode(ex) for ex in exs], label_counts=True)
+    counts = batch.pop("label_token_counts").to(batch["input_ids"].device)
+    out = model(**batch, return_token_logprobs=True)
+    logp, mask, correct = out["token_logprobs"], out["token_mask"], out["token_correct"]
+    is_label = mask & (mask.long().cumsum(1) <= counts[:, None])
+    weights = mask.float() + (recipe.data.label_loss_weight - 1.0) * is_label.float()
+    loss = -(logp * weights).sum() / weights.sum().clamp_min(1e-6)
+    n_label = is_label.sum().clamp_min(1)
+    exact = ((correct | ~is_label).all(1) & is_label.any(1)).float().mean()
+    info = {"tokens": int(batch["attention_mask"].sum()),
+            "label_loss": float(-(logp.detach() * is_label).sum() / n_label),
+            "label_token_acc": float((correct & is_label).sum() / n_label),
+            "label_exact": float(exact),
+            "text_loss": float(-(logp.detach() * (mask & ~is_label)).sum() / (mask & ~is_label).sum().clamp_min(1))}
+    return loss, info
 
 
 def _grpo_step(model, pipe, encoder: ExampleEncoder, exs, recipe: Recipe) -> tuple[torch.Tensor, dict]:

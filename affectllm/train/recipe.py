@@ -23,9 +23,11 @@ STAGES = ("align", "sft", "grpo")
 @dataclass
 class ModelCfg:
     base: str = "tiny"  # preset name, checkpoint folder, or a trained artifact to continue from
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # "auto" = the faster of bf16/fp32 on this machine (affectllm.dtypes), or a torch dtype name
     freeze_audio_tower: bool = True
     freeze_vision_tower: bool = True
+    freeze_projectors: bool = False  # for ablations: a frozen projector must not learn media-borne labels
+    fit_normalization: bool = True  # fit feature-tower statistics on the training split when the towers carry none
 
 
 @dataclass
@@ -41,6 +43,10 @@ class DataCfg:
     prompt: str = "emotion_ov"
     closed_set_prompt: bool = False  # use emotion_closed with the corpus label set as candidates
     max_target_tokens: int = 160
+    target: str = "full"  # "full" (labels + grounded explanation), "short" (labels + first sentence), "labels"
+    label_loss_weight: float = 1.0  # weight of the label tokens in the loss relative to the explanation tokens
+    shuffle_candidates: bool = True  # closed-set candidates in a per-example seeded order (no position shortcut)
+    mixture: list[dict] | None = None  # multi-task mixture: [{corpus, formats, weight, ...}] (affectllm.train.mixture)
 
 
 @dataclass
@@ -66,6 +72,7 @@ class OptimCfg:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     seed: int = 0
+    align_steps: int = 0  # projector-only steps (LLM/LoRA at lr 0) before the LoRA starts learning
 
 
 @dataclass
@@ -89,6 +96,9 @@ class RunCfg:
     resume: bool = True
     fail_on_nan: bool = True
     tensorboard: bool = True
+    eval_every: int = 0  # steps between dev evaluations through affectllm.evaluation (0 = never)
+    eval_task: str | None = None  # the eval task (evals/*.yaml) run on dev; its primary metric picks the best step
+    eval_limit: int | None = None  # dev samples per evaluation (None = the task's own limit)
 
 
 @dataclass

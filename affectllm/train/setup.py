@@ -68,12 +68,16 @@ def prepare_model(recipe: Recipe) -> tuple[AffectPipeline, str]:
             from peft import LoraConfig, get_peft_model
 
             if recipe.lora.quantize_4bit:
-                llm = _quantize_4bit(llm, getattr(torch, recipe.model.dtype))
+                llm = _quantize_4bit(llm, model.dtype)
             cfg = LoraConfig(r=recipe.lora.r, lora_alpha=recipe.lora.alpha, lora_dropout=recipe.lora.dropout,
                              target_modules=_lora_targets(llm, recipe.lora.target_modules), bias="none",
                              task_type="CAUSAL_LM")
             llm = get_peft_model(llm, cfg)
         model.language_model = llm
+    if recipe.model.freeze_projectors:
+        for proj in (model.audio_projector, model.vision_projector):
+            if proj is not None:
+                proj.requires_grad_(False)
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
@@ -88,7 +92,8 @@ def parameter_groups(model, recipe: Recipe) -> list[dict]:
     for name, p in model.named_parameters():
         if p.requires_grad:
             (llm if name.startswith("language_model.") else other).append(p)
-    groups = [g for g in ({"params": llm, "lr": lr}, {"params": other, "lr": proj_lr}) if g["params"]]
+    groups = [g for g in ({"params": llm, "lr": lr, "name": "llm"}, {"params": other, "lr": proj_lr, "name": "projectors"})
+              if g["params"]]
     for g in groups:
         g["weight_decay"] = recipe.optim.weight_decay
     return groups

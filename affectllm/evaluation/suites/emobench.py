@@ -1,7 +1,7 @@
 """`emobench`: EmoBench emotional understanding (EU: which emotion would the person feel) and emotional
 application (EA: the most effective response/action) as multiple choice, answered with a letter.
 
-The prompt (`probe_mcq`) shows the scenario, the question and lettered choices. EmoBench's English question
+The prompt (`probe_mcq`) shows the question, the lettered choices, then the scenario. EmoBench's English question
 wording is used for both languages (the scenario and the choices keep their language). Letters are parsed by
 `parsers.parse_letter` (JSON, leading letter, "answer: X", "(X)", a lone capital, or the one choice quoted) and
 scored by `closed_set` over the letters: accuracy is the headline; UAR over letters shows a position bias.

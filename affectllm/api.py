@@ -47,7 +47,8 @@ class AffectPipeline:
     @staticmethod
     def build_messages(text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
                        prompt: str = "emotion_ov", candidates: list[str] | None = None, with_confidence: bool = False,
-                       with_dimensions: bool = False, system: str | None = None) -> tuple[list[dict], str]:
+                       with_dimensions: bool = False, system: str | None = None,
+                       variables: dict | None = None) -> tuple[list[dict], str]:
         """Chat messages with one content part per media item, then the rendered prompt text. A staticmethod, so a
         client of a remote gateway (affectllm.serve.client) builds exactly the same messages."""
         parts = [{"type": "video", "video": v} for v in _as_list(video)]
@@ -57,7 +58,7 @@ class AffectPipeline:
         modalities = sorted(set(modalities), key=modalities.index) + (["text"] if text else [])
         tmpl = get_prompt(prompt)
         variables = {"modalities": modalities, "text": text, "with_confidence": with_confidence,
-                     "with_dimensions": with_dimensions}
+                     "with_dimensions": with_dimensions, **(variables or {})}
         if "candidates" in tmpl.variables:
             if not candidates:
                 raise ConfigError(f"prompt '{prompt}' needs candidates (a list of label names)")

@@ -17,7 +17,6 @@ Data: $AFFECTLLM_DATA or ../shared/data next to the project root.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,25 +28,15 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 import affectllm.towers  # noqa: E402,F401  (registers the Auto classes)
 from transformers import AutoConfig, AutoModel  # noqa: E402
 
+from classical import data_root, mean_std, pick_c  # noqa: E402  (shared with bench/baselines.py)
+
 LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
 SVM_GRID = (0.1, 0.3, 1.0, 3.0)
-
-
-def data_root(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("AFFECTLLM_DATA") or ROOT.parent / "shared" / "data")
-
-
-def pick_c(make, X, y, groups, n_splits: int, grid) -> tuple[float, dict]:
-    """C with the best mean grouped-CV accuracy (groups = speakers/subjects of the training part only)."""
-    from sklearn.model_selection import GroupKFold, cross_val_score
-
-    scores = {c: float(np.mean(cross_val_score(make(c), X, y, groups=groups, cv=GroupKFold(n_splits))))
-              for c in grid}
-    return max(scores, key=scores.get), scores
 
 
 def bench_ravdess(root: Path, batch_size: int = 16) -> None:
@@ -86,7 +75,7 @@ def bench_ravdess(root: Path, batch_size: int = 16) -> None:
         t_feat += time.perf_counter() - t0
         for j, n in enumerate(lengths):
             tok = res.last_hidden_state[j, : tower.config.num_output_frames(n)]
-            pooled.append(torch.cat([tok.mean(0), tok.std(0, unbiased=False)]).numpy())
+            pooled.append(mean_std(tok))
             # the same tokens read as the frames they stack; speech frames only, pitch over voiced frames only
             nf = tower.config.num_feature_frames(n)
             frames = tok.reshape(-1, d)[:nf]

@@ -3,8 +3,8 @@
 
 Why grounded: a model trained on invented rationales learns to hallucinate cues. So the explanation is either a
 human-checked one from the corpus (EMER), used only when the model sees every modality it describes, or it is
-built from facts that were measured or are in the data: prosodic cues of the actual audio compared with the
-speaker's own neutral recordings (`cues.py`), the emotion words that occur in the text (`lexicon.py`), the
+built from facts that were measured or are in the data: prosodic cues of the actual audio measured by the same
+prosody tower the model listens through (no comparison with recordings it never hears), the emotion words that occur in the text (`lexicon.py`), the
 annotators' valence/arousal ratings, or the corpus' own description of a face image. It always opens with the
 modalities the evidence came from ("Evidence: audio (prosody)."). Labels come from the corpus annotation."""
 from __future__ import annotations
@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 
 from ..errors import AffectError
-from .cues import baseline_cues, speech_cues
+from .cues import speech_cues
 from .lexicon import find_cue_words
 from .manifest import MODALITIES, Sample
 
-# How each face corpus describes its images (data, not inferred): {label} is the gold expression.
-IMAGE_SOURCES = {"ckplus": "The face shows a posed peak expression labelled \"{label}\" in CK+'s FACS-coded data."}
-DEFAULT_IMAGE_SOURCE = "The face shows an expression labelled \"{label}\" by the {corpus} annotators."
+# What a face-expression description can honestly say without facial action unit detection: the modality and the
+# kind of image, never the dataset's label a second time (that taught the model to copy labels, not to look).
+IMAGE_SOURCES = {"ckplus": "A posed expression at its peak on a cropped grey face (CK+): the face's configuration is "
+                           "the only cue."}
+DEFAULT_IMAGE_SOURCE = "The facial expression in the image is the only cue."
 # How the text of a sample is introduced, by meta["text_kind"] (set by the adapters).
 TEXT_INTROS = {"text": "The text says", "utterance": "{speaker} says", "statement": "The spoken statement is",
                "scenario": "The scenario says", "subtitle": "The subtitle (English translation) says"}
@@ -33,7 +35,7 @@ def target_answer(sample: Sample, modalities_used: list[str] | tuple[str, ...] |
                   reference: dict | None = None, reference_name: str = "the reference recordings",
                   with_dimensions: bool | None = None, use_cache: bool = True) -> dict:
     """The answer dict a model shown `modalities_used` of `sample` should produce. `reference` (cues from
-    `baseline_cues`) is the prosody baseline when the sample has no `reference_audio` of its own speaker.
+    `cues.baseline_cues`) is an explicit prosody baseline to compare with; without one, the tower's absolute cues.
     `with_dimensions=None` adds valence/arousal whenever the sample has both. Raises AffectError when the
     sample has nothing to learn from (no labels and no ratings, or no evidence in the given modalities)."""
     used = _check_modalities(sample, modalities_used)
@@ -62,11 +64,11 @@ def explanation(sample: Sample, used: list[str], reference: dict | None = None,
         return f"Evidence: {', '.join(given)} ({source} human-checked description). {sample.explanation}"
     evidence, parts = [], []
     if "audio" in used and sample.audio:
-        ref, name = reference, reference_name
-        if sample.reference_audio:
-            ref, name = baseline_cues(sample.reference_audio, use_cache), "this speaker's neutral recordings"
         evidence.append("audio (prosody)")
-        parts.append(describe_speech(speech_cues(sample.audio, use_cache), ref, name))
+        if reference is not None:  # an explicit baseline (callers that show the model that baseline too)
+            parts.append(describe_speech(speech_cues(sample.audio, use_cache), reference, reference_name))
+        else:
+            parts.append(describe_tower_speech(tower_speech_cues(sample.audio)))
     if "image" in used and sample.image and sample.label:
         evidence.append("image (face)")
         template = IMAGE_SOURCES.get(sample.corpus, DEFAULT_IMAGE_SOURCE)
@@ -81,6 +83,38 @@ def explanation(sample: Sample, used: list[str], reference: dict | None = None,
     if not parts:
         raise AffectError(f"sample '{sample.id}': no grounded evidence available from modalities {used}")
     return f"Evidence: {', '.join(evidence)}. " + " ".join(parts)
+
+
+_PROSODY_TOWER = None
+
+
+def tower_speech_cues(path: str) -> dict:
+    """Clip-level cues measured by the prosody tower the model itself listens through (its YIN pitch tracker and
+    energy frames; `ProsodyAudioEncoder.summary_cues`), so an explanation cites only what the model is shown."""
+    global _PROSODY_TOWER
+    if _PROSODY_TOWER is None:
+        from ..towers.prosody import ProsodyAudioEncoder, ProsodyConfig
+
+        _PROSODY_TOWER = ProsodyAudioEncoder(ProsodyConfig()).eval()
+    from .cues import load_audio
+
+    return _PROSODY_TOWER.summary_cues(load_audio(path, _PROSODY_TOWER.config.sampling_rate))
+
+
+def describe_tower_speech(cues: dict) -> str:
+    """Absolute measured values only (no comparison with recordings the model never hears)."""
+    f0, spread, semis = cues.get("pitch_mean_hz"), cues.get("pitch_std_hz"), cues.get("pitch_range_semitones")
+    if f0 is None:
+        pitch = "no voiced pitch was detected"
+    else:
+        pitch = f"pitch averages {round(f0)} Hz with a spread of {round(spread)} Hz"
+        if semis is not None:
+            pitch += f" over a range of {semis:.0f} semitones"
+    energy = cues.get("energy_db_mean")
+    loud = f"energy averages {energy:.1f} dBFS" if energy is not None else "the clip is silent"
+    return (f"Measured prosody: {pitch}; {loud} and about {cues.get('speaking_rate_hz', 0.0):.1f} syllable peaks per "
+            f"second; {round(100 * cues.get('voiced_ratio', 0.0))}% of {cues.get('active_s', 0.0):.1f} s of active "
+            "sound is voiced.")
 
 
 def describe_speech(cues: dict, reference: dict | None = None, reference_name: str = "the reference") -> str:

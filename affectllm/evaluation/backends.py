@@ -94,7 +94,7 @@ def files_hash(folder: Path) -> str:
 
 def local_identity(ref: str) -> dict:
     """Hash and recipe of a preset name or checkpoint folder on this machine, without loading the model."""
-    from ..presets import list_presets, preset_spec
+    from ..presets import list_presets, preset_spec, weights_cache_folder
 
     out: dict[str, Any] = {"hash": None, "hash_kind": None, "recipe": None}
     path = Path(ref).expanduser()
@@ -108,11 +108,12 @@ def local_identity(ref: str) -> dict:
         spec = preset_spec(ref)
         h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
         kind = f"preset {ref} (spec"
-        if str(spec.get("text_path", "")).startswith("weights:"):
-            from ..weights import cache_dir, read_marker
+        folder = weights_cache_folder(str(spec.get("text_path", "")))
+        if folder is not None:
+            from ..weights import read_marker
 
-            # the folder `weights:gemma-3-270m` resolves to (stored bf16), whatever dtype the model then runs in
-            marker = read_marker(cache_dir() / "gemma-3-270m-bfloat16")
+            # the folder a `weights:` reference resolves to (stored bf16), whatever dtype the model then runs in
+            marker = read_marker(folder)
             if marker:
                 h.update(str(marker.get("source_sha256")).encode())
                 kind += " + converted weights' source sha256"

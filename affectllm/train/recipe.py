@@ -190,4 +190,20 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
         raise ConfigError(unknown_name_message("stage", recipe.stage, STAGES))
     if recipe.data.on_missing not in ("skip", "error"):
         raise ConfigError("data.on_missing must be 'skip' or 'error'")
+    from .examples import TARGET_STYLES
+
+    if recipe.data.target not in TARGET_STYLES:
+        raise ConfigError(unknown_name_message("data.target style", recipe.data.target, TARGET_STYLES))
+    if recipe.data.label_loss_weight <= 0:
+        raise ConfigError(f"data.label_loss_weight must be > 0, got {recipe.data.label_loss_weight}")
+    if recipe.optim.align_steps < 0:
+        raise ConfigError("optim.align_steps must be >= 0")
+    if recipe.data.mixture is not None:
+        from .mixture import validate_mixture
+
+        validate_mixture(recipe.data.mixture, recipe.data.split)
+    if recipe.run.eval_task:
+        from .dev_eval import dev_task
+
+        dev_task(recipe.run.eval_task)  # refuses a task on any split but dev, at parse time
     return recipe

@@ -1,0 +1,233 @@
+"""The multi-task, multi-format training mixture (`data.mixture` in a recipe).
+
+Why: SFT on one prompt format made the model forget every other one (EmoBench letters unparsed, yes/no probes
+ignored, a fixed candidate order used as a shortcut). So each sample of each corpus is shown in a format drawn
+from the entry's format weights (seeded per sample), with prompts drawn from the canonical prompt or the training
+paraphrases in prompts/train/ (disjoint from the eval suite's paraphrases, so prompt-sensitivity results stay
+honest):
+
+    closed    one label from the corpus' label set, candidates in a per-example order
+    ov        open-vocabulary labels (all gold labels)
+    mcq       lettered options (gold + distractors, shuffled) -> {"answer": "B"}
+    yesno     "is the emotion X?" balanced between the gold label (yes) and another label (no)
+    absent    a question about a modality the sample lacks -> a sentence that says it was not given
+    modality  "which inputs were given?" -> a sentence listing given and missing inputs
+    va        valence/arousal regression with labels (corpora with ratings, e.g. EmoBank)
+
+A mixture entry: {corpus, split (default data.split), modalities (default data.modalities), limit, weight,
+formats: {name: weight}}. `weight` scales how many of the entry's examples one epoch holds (2 = each sample twice,
+in independently drawn formats; 0.5 = a seeded half), so small corpora can be upweighted against large ones."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from ..data import LABEL_SETS, Sample, load_corpus, read_manifest, target_json
+from ..data.corpora import CORPORA
+from ..errors import AffectError, ConfigError
+from ..prompts import list_prompts
+from ..registry import unknown_name_message
+from .examples import Example, sample_modalities, shape_target, shuffled_candidates
+
+FORMATS = ("closed", "ov", "mcq", "yesno", "absent", "modality", "va")
+ENTRY_KEYS = {"corpus", "split", "modalities", "limit", "weight", "formats"}
+CANONICAL = {"closed": "emotion_closed", "ov": "emotion_ov"}
+CANONICAL_SHARE = 0.5  # share of closed/ov examples that use the canonical prompt (what chat and evals send)
+MCQ_MAX_OPTIONS = 6
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+SENSE = {"audio": "hear the voice", "image": "see the face", "video": "see the face"}
+
+
+def validate_mixture(mixture, default_split: str) -> None:
+    """Parse-time checks: a missing corpus or split, an unknown format or a weight <= 0 is a clear error."""
+    if not isinstance(mixture, list) or not mixture:
+        raise ConfigError("data.mixture must be a non-empty list of {corpus, formats, weight, ...} entries")
+    for i, entry in enumerate(mixture):
+        where = f"data.mixture[{i}]"
+        if not isinstance(entry, dict) or "corpus" not in entry:
+            raise ConfigError(f"{where} must be a mapping with at least 'corpus'")
+        unknown = set(entry) - ENTRY_KEYS
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(ENTRY_KEYS)}")
+        corpus, split = str(entry["corpus"]), str(entry.get("split", default_split))
+        if corpus.endswith(".jsonl"):
+            if not Path(corpus).is_file():
+                raise ConfigError(f"{where}: manifest '{corpus}' does not exist")
+        else:
+            if corpus not in CORPORA.names():
+                raise ConfigError(f"{where}: " + unknown_name_message("corpus", corpus, CORPORA.names()))
+            splits = CORPORA.get(corpus).splits
+            if split not in splits:
+                raise ConfigError(f"{where}: " + unknown_name_message(f"{corpus} split", split, splits))
+        weight = entry.get("weight", 1.0)
+        if not isinstance(weight, (int, float)) or weight <= 0:
+            raise ConfigError(f"{where}: weight must be > 0, got {weight!r}")
+        formats = entry.get("formats", {"closed": 1.0})
+        if not isinstance(formats, dict) or not formats:
+            raise ConfigError(f"{where}: formats must be a non-empty mapping of format -> weight")
+        for name, w in formats.items():
+            if name not in FORMATS:
+                raise ConfigError(f"{where}: " + unknown_name_message("format", name, FORMATS))
+            if not isinstance(w, (int, float)) or w <= 0:
+                raise ConfigError(f"{where}: format '{name}' weight must be > 0, got {w!r}")
+
+
+def _samples(entry: dict, split: str, data_root, on_missing: str) -> list[Sample]:
+    corpus = str(entry["corpus"])
+    if corpus.endswith(".jsonl"):
+        return [s for s in read_manifest(corpus, root=data_root, on_missing=on_missing) if s.split == split]
+    return load_corpus(corpus, split, data_root)
+
+
+def _join(items: list[str], last: str) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
+
+
+class MixtureBuilder:
+    """Turns samples into examples of the drawn formats (one builder per training run)."""
+
+    def __init__(self, pipe, target_style: str, seed: int):
+        self.pipe, self.style, self.seed = pipe, target_style, seed
+        self.model_modalities = set(pipe.model.config.modalities) | {"text"}
+        self.paraphrases = {f: list_prompts(f"train/{f}_") for f in FORMATS}
+
+    def _prompt(self, fmt: str, rng: random.Random) -> str:
+        if fmt in CANONICAL and rng.random() < CANONICAL_SHARE:
+            return CANONICAL[fmt]
+        names = self.paraphrases[fmt]
+        if not names:
+            raise AffectError(f"no training prompts prompts/train/{fmt}_*.jinja")
+        return rng.choice(names)
+
+    def _messages(self, sample: Sample, used: list[str], prompt: str, **variables) -> tuple[list[dict], str]:
+        cfg = self.pipe.model.config
+        video = sample.video if "video" in used else None
+        audio = sample.audio if "audio" in used and not (video and cfg.video_use_audio) else None
+        return self.pipe.build_messages(text=sample.text if "text" in used else None, audio=audio,
+                                        image=sample.image if "image" in used else None, video=video, prompt=prompt,
+                                        candidates=variables.pop("candidates", None), variables=variables)
+
+    def _answer(self, sample: Sample, used: list[str], labels: list[str] | None = None, dims: bool = False) -> str:
+        if self.style == "labels" and not dims:  # no explanation to build (speech cues cost ~1 s a clip)
+            import json
+
+            return json.dumps({"labels": labels if labels is not None else list(sample.labels)}, ensure_ascii=False)
+        answer = target_json(sample, [m for m in used if m in sample.modalities()], with_dimensions=dims)
+        if labels is not None:
+            import json
+
+            d = json.loads(answer)
+            d["labels"] = labels
+            answer = json.dumps(d, ensure_ascii=False)
+        return shape_target(answer, self.style)
+
+    def build(self, sample: Sample, fmt: str, wanted: list[str], rng: random.Random) -> Example | None:
+        used = sample_modalities(sample, wanted, list(self.model_modalities))
+        if not used:
+            return None
+        cfg = self.pipe.model.config
+        if "video" in used and cfg.video_use_audio and "audio" not in used:
+            used.append("audio")
+        space = LABEL_SETS.get(sample.label_set or "") or []
+        gold = sample.label or (sample.labels[0] if sample.labels else None)
+        prompt = self._prompt(fmt, rng)
+        if fmt in ("closed", "mcq", "yesno") and (not space or gold not in space):
+            return None
+        if fmt == "closed":
+            cands = shuffled_candidates(space, f"{sample.id}:{rng.random()}", self.seed)
+            messages, pid = self._messages(sample, used, prompt, candidates=cands)
+            target = self._answer(sample, used, labels=[gold])
+        elif fmt == "ov":
+            if not sample.labels:
+                return None
+            messages, pid = self._messages(sample, used, prompt)
+            target = self._answer(sample, used)
+        elif fmt == "mcq":
+            others = [c for c in space if c not in set(sample.labels) | {gold}]
+            options = [gold] + rng.sample(others, min(len(others), MCQ_MAX_OPTIONS - 1))
+            rng.shuffle(options)
+            messages, pid = self._messages(sample, used, prompt, options=options)
+            target = f'{{"answer": "{LETTERS[options.index(gold)]}"}}'
+        elif fmt == "yesno":
+            yes = rng.random() < 0.5
+            others = [c for c in space if c not in set(sample.labels) | {gold}]
+            if not yes and not others:
+                return None
+            label = gold if yes else rng.choice(others)
+            messages, pid = self._messages(sample, used, prompt, label=label)
+            target = "yes" if yes else "no"
+        elif fmt == "absent":
+            missing = self._missing(used)
+            candidates = [m for m in ("audio", "image", "video") if m in missing and m in self.model_modalities
+                          and not (m == "video" and "image" in used)]
+            if not candidates:
+                return None
+            absent = rng.choice(candidates)
+            messages, pid = self._messages(sample, used, prompt, absent=absent)
+            target = f"No {absent} was provided, so I cannot {SENSE[absent]}; I only have the {_join(used, 'and')}."
+        elif fmt == "modality":
+            messages, pid = self._messages(sample, used, prompt)
+            missing = self._missing(used)
+            tail = f"no {_join(missing, 'or')} was provided." if missing else "nothing is missing."
+            target = f"I was given the {_join(used, 'and')}; {tail}"
+        else:  # va
+            if sample.valence is None or sample.arousal is None:
+                return None
+            messages, pid = self._messages(sample, used, prompt)
+            target = self._answer(sample, used, dims=True)
+            if self.style == "labels":  # the va format's answer keeps its explanation key (parse's format check)
+                target = self._answer_with_explanation(sample, used)
+        columns = {"gold_labels": list(sample.labels), "label": sample.label, "label_set": sample.label_set,
+                   "multi_labels": list(sample.multi_labels), "corpus": sample.corpus, "modalities": used,
+                   "speaker": sample.person, "gender": sample.gender, "language": sample.language, "format": fmt}
+        return Example(f"{sample.id}#{fmt}", messages, target, pid, columns)
+
+    def _answer_with_explanation(self, sample: Sample, used: list[str]) -> str:
+        return shape_target(target_json(sample, [m for m in used if m in sample.modalities()], with_dimensions=True),
+                            "short")
+
+    @staticmethod
+    def _missing(used: list[str]) -> list[str]:
+        have = set(used) | ({"audio", "image"} if "video" in used else set())
+        return [m for m in ("audio", "image", "video", "text") if m not in have]
+
+
+def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalities: list[str], target_style: str,
+                  seed: int = 0, data_root=None, on_missing: str = "skip") -> list[Example]:
+    """Every entry's examples, formats drawn per (sample, repeat) with a seeded RNG; returns one flat list
+    (the loop's BatchPlan shuffles it per epoch)."""
+    validate_mixture(mixture, default_split)
+    builder = MixtureBuilder(pipe, target_style, seed)
+    out: list[Example] = []
+    for i, entry in enumerate(mixture):
+        split = str(entry.get("split", default_split))
+        samples = _samples(entry, split, data_root, on_missing)
+        limit = entry.get("limit")
+        if limit is not None and limit < len(samples):
+            samples = random.Random(seed).sample(samples, int(limit))
+        formats = entry.get("formats", {"closed": 1.0})
+        names, weights = list(formats), [float(w) for w in formats.values()]
+        weight = float(entry.get("weight", 1.0))
+        n_full, frac = int(weight), weight - int(weight)
+        made = 0
+        for r in range(max(1, n_full + (1 if frac else 0))):
+            pool = samples
+            if r == n_full and frac:  # the fractional repeat takes a seeded share of the samples
+                pool = random.Random(f"{seed}:{i}:{r}").sample(samples, max(1, round(frac * len(samples))))
+            for s in pool:
+                rng = random.Random(f"{seed}:{i}:{r}:{s.id}")
+                fmt = rng.choices(names, weights)[0]
+                try:
+                    ex = builder.build(s, fmt, list(entry.get("modalities") or default_modalities), rng)
+                except AffectError:
+                    ex = None
+                if ex is None and fmt != names[0]:  # a format the sample cannot take: fall back to the first
+                    ex = builder.build(s, names[0], list(entry.get("modalities") or default_modalities), rng)
+                if ex is not None:
+                    ex.id = f"{ex.id}#r{r}"
+                    out.append(ex)
+                    made += 1
+        if not made:
+            raise AffectError(f"data.mixture[{i}] ({entry['corpus']}/{split}) gave no usable examples for a model "
+                              f"with modalities {sorted(builder.model_modalities)}")
+    return out

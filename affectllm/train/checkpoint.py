@@ -102,11 +102,16 @@ def load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     meta = json.loads((path / "trainer_state.json").read_text())
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
+    from ..errors import ConfigError
+
     missing = [n for n in weights if n not in params]
     if missing:
-        from ..errors import ConfigError
-
         raise ConfigError(f"checkpoint {path} does not fit this model/recipe (unknown weights {missing[:3]})")
+    shapes = [f"{n} {tuple(v.shape)} vs {tuple(params[n].shape)}" for n, v in weights.items()
+              if tuple(v.shape) != tuple(params[n].shape)]
+    if shapes:
+        raise ConfigError(f"checkpoint {path} was written by a model of another shape ({shapes[0]}): the preset or "
+                          "recipe changed since; resume with the same ones, or start a new run.output_dir")
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)

@@ -51,6 +51,10 @@ def evaluate_on_dev(pipe, recipe, out: Path, step: int, base: str, progress: boo
     from ..evaluation import run_eval
 
     tasks = dev_task(recipe.run.eval_task, recipe.run.eval_limit)
+    cap = recipe.run.eval_max_new_tokens
+    for t in tasks:  # labels come first in every trained answer: a short cap keeps selection cheap
+        if cap:
+            t.generation = {**t.generation, "max_new_tokens": min(cap, int(t.gen()["max_new_tokens"]))}
     model = pipe.model
     was_training = model.training
     model.eval()

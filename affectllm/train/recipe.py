@@ -99,6 +99,7 @@ class RunCfg:
     eval_every: int = 0  # steps between dev evaluations through affectllm.evaluation (0 = never)
     eval_task: str | None = None  # the eval task (evals/*.yaml) run on dev; its primary metric picks the best step
     eval_limit: int | None = None  # dev samples per evaluation (None = the task's own limit)
+    eval_max_new_tokens: int | None = 24  # cap for dev evaluations (labels come first; None = the task's own)
 
 
 @dataclass

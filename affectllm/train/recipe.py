@@ -26,7 +26,7 @@ class ModelCfg:
     dtype: str = "auto"  # "auto" = the faster of bf16/fp32 on this machine (affectllm.dtypes), or a torch dtype name
     freeze_audio_tower: bool = True
     freeze_vision_tower: bool = True
-    freeze_projectors: bool = False  # for ablations: a frozen projector must not learn media-borne labels
+    freeze_projectors: bool = False  # ablation: projectors stay at their initial weights
     fit_normalization: bool = True  # fit feature-tower statistics on the training split when the towers carry none
 
 

@@ -66,6 +66,9 @@ def prepare_model(recipe: Recipe) -> tuple[AffectPipeline, str]:
                 p.requires_grad_("lora_" in name)
         else:
             from peft import LoraConfig, get_peft_model
+            from transformers import set_seed
+
+            set_seed(recipe.optim.seed)  # building the preset re-seeded torch with its own seed: LoRA init per recipe
 
             if recipe.lora.quantize_4bit:
                 llm = _quantize_4bit(llm, model.dtype)

@@ -210,15 +210,20 @@ def gemma3_270m_dir(dtype: str = "bfloat16", progress: bool = False) -> Path:
     """Local folder with plain transformers Gemma-3-270M base (safetensors, config, tokenizer + chat template).
 
     Converted once from the GGUF; later calls return at once when the folder's marker names the pinned GGUF sha."""
+    return cached_conversion(cache_dir() / f"gemma-3-270m-{dtype}", GEMMA3_270M_GGUF_SHA256, _convert, dtype, progress)
+
+
+def cached_conversion(dest: Path, sha: str, convert, dtype: str, progress: bool) -> Path:
+    """`dest` when its marker names the pinned GGUF sha; else convert once under a file lock (another process
+    may finish the same conversion while we wait)."""
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    dest = cache_dir() / f"gemma-3-270m-{dtype}"
-    if is_complete(dest, GEMMA3_270M_GGUF_SHA256):
+    if is_complete(dest, sha):
         return dest
-    with _file_lock(cache_dir() / f".gemma-3-270m-{dtype}.lock"):
-        if is_complete(dest, GEMMA3_270M_GGUF_SHA256):  # another process finished while we waited
+    with _file_lock(dest.parent / f".{dest.name}.lock"):
+        if is_complete(dest, sha):
             return dest
-        _convert(dest, dtype, progress)
+        convert(dest, dtype, progress)
     return dest
 
 

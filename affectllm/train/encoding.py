@@ -74,6 +74,7 @@ class ExampleEncoder:
                      for p in t.parameters())
         self.use_cache = use_cache and frozen
         self.memory: dict[str, dict] = {}
+        self.label_counts: dict[str, int] = {}
         self.hits = self.misses = 0
         self.folder = None
         if self.use_cache and cache_dir is not None:
@@ -123,7 +124,11 @@ class ExampleEncoder:
         return enc
 
     def encode(self, ex: Example, with_target: bool = True) -> dict:
-        n_label = label_token_count(self.pipe.processor.tokenizer, ex.target) if with_target else 0
+        n_label = 0
+        if with_target:  # tokenised once per target, not every epoch
+            if ex.target not in self.label_counts:
+                self.label_counts[ex.target] = label_token_count(self.pipe.processor.tokenizer, ex.target)
+            n_label = self.label_counts[ex.target]
         if not self.use_cache:
             return {"example": ex, "with_target": with_target, "n_label": n_label}
         return {**self._encode_cached(ex, with_target), "n_label": n_label}

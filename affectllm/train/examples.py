@@ -57,6 +57,27 @@ def shape_target(answer_json: str, style: str) -> str:
     return json.dumps(keep, ensure_ascii=False)
 
 
+def target_text(sample: Sample, used: list[str], style: str, labels: list[str] | None = None,
+                with_dimensions: bool = False) -> str:
+    """The trained answer of `sample` shown `used`, in `style`; `labels` replaces the gold labels (e.g. the single
+    primary label of a closed-set question). The "labels" style builds no explanation (speech cues cost time)."""
+    if style == "labels" and not with_dimensions:
+        return json.dumps({"labels": labels if labels is not None else list(sample.labels)}, ensure_ascii=False)
+    answer = json.loads(target_json(sample, [m for m in used if m in sample.modalities()],
+                                    with_dimensions=with_dimensions))
+    if labels is not None:
+        answer["labels"] = labels
+    return shape_target(json.dumps(answer, ensure_ascii=False), style)
+
+
+def load_split(corpus: str, split: str, data_root: str | None = None, on_missing: str = "skip") -> list[Sample]:
+    """Samples of one split of a registered corpus or of a JSONL manifest (rows with missing media skipped-and-counted
+    or raising, by `on_missing`)."""
+    if corpus.endswith(".jsonl"):
+        return [s for s in read_manifest(corpus, root=data_root, on_missing=on_missing) if s.split == split]
+    return load_corpus(corpus, split, data_root)
+
+
 def _first_sentences(text: str, n: int) -> str:
     import re
 
@@ -95,11 +116,7 @@ def to_example(pipe, sample: Sample, prompt: str, wanted_modalities: list[str], 
                                               candidates=candidates)
     target = ""
     if with_target:
-        if target_style == "labels":  # nothing else to build (speech cues cost ~1 s a clip)
-            target = json.dumps({"labels": list(sample.labels)}, ensure_ascii=False)
-        else:
-            target = shape_target(target_json(sample, [m for m in used if m in sample.modalities()],
-                                              with_dimensions=False), target_style)
+        target = target_text(sample, used, target_style)
     columns = {"gold_labels": list(sample.labels), "label": sample.label, "label_set": sample.label_set,
                "multi_labels": list(sample.multi_labels), "corpus": sample.corpus, "modalities": used,
                "speaker": sample.person, "gender": sample.gender, "language": sample.language}
@@ -114,10 +131,7 @@ def build_examples(pipe, corpora: list[str], split: str, prompt: str, modalities
     skipped-and-counted or raise, by `on_missing`) for one split; `limit` takes a seeded subset per corpus."""
     out: list[Example] = []
     for corpus in corpora:
-        if corpus.endswith(".jsonl"):
-            samples = [s for s in read_manifest(corpus, root=data_root, on_missing=on_missing) if s.split == split]
-        else:
-            samples = load_corpus(corpus, split, data_root)
+        samples = load_split(corpus, split, data_root, on_missing)
         if limit is not None and limit < len(samples):
             samples = random.Random(seed).sample(samples, limit)
         skipped = 0

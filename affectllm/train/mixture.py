@@ -22,12 +22,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..data import LABEL_SETS, Sample, load_corpus, read_manifest, target_json
+from ..data import LABEL_SETS, Sample
 from ..data.corpora import CORPORA
 from ..errors import AffectError, ConfigError
 from ..prompts import list_prompts
 from ..registry import unknown_name_message
-from .examples import Example, sample_modalities, shape_target, shuffled_candidates
+from .examples import Example, load_split, sample_modalities, shuffled_candidates, target_text
 
 FORMATS = ("closed", "ov", "mcq", "yesno", "absent", "modality", "va")
 ENTRY_KEYS = {"corpus", "split", "modalities", "limit", "weight", "formats"}
@@ -72,13 +72,6 @@ def validate_mixture(mixture, default_split: str) -> None:
                 raise ConfigError(f"{where}: format '{name}' weight must be > 0, got {w!r}")
 
 
-def _samples(entry: dict, split: str, data_root, on_missing: str) -> list[Sample]:
-    corpus = str(entry["corpus"])
-    if corpus.endswith(".jsonl"):
-        return [s for s in read_manifest(corpus, root=data_root, on_missing=on_missing) if s.split == split]
-    return load_corpus(corpus, split, data_root)
-
-
 def _join(items: list[str], last: str) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
 
@@ -107,20 +100,6 @@ class MixtureBuilder:
                                         image=sample.image if "image" in used else None, video=video, prompt=prompt,
                                         candidates=variables.pop("candidates", None), variables=variables)
 
-    def _answer(self, sample: Sample, used: list[str], labels: list[str] | None = None, dims: bool = False) -> str:
-        if self.style == "labels" and not dims:  # no explanation to build (speech cues cost ~1 s a clip)
-            import json
-
-            return json.dumps({"labels": labels if labels is not None else list(sample.labels)}, ensure_ascii=False)
-        answer = target_json(sample, [m for m in used if m in sample.modalities()], with_dimensions=dims)
-        if labels is not None:
-            import json
-
-            d = json.loads(answer)
-            d["labels"] = labels
-            answer = json.dumps(d, ensure_ascii=False)
-        return shape_target(answer, self.style)
-
     def build(self, sample: Sample, fmt: str, wanted: list[str], rng: random.Random) -> Example | None:
         used = sample_modalities(sample, wanted, list(self.model_modalities))
         if not used:
@@ -136,12 +115,12 @@ class MixtureBuilder:
         if fmt == "closed":
             cands = shuffled_candidates(space, f"{sample.id}:{rng.random()}", self.seed)
             messages, pid = self._messages(sample, used, prompt, candidates=cands)
-            target = self._answer(sample, used, labels=[gold])
+            target = target_text(sample, used, self.style, labels=[gold])
         elif fmt == "ov":
             if not sample.labels:
                 return None
             messages, pid = self._messages(sample, used, prompt)
-            target = self._answer(sample, used)
+            target = target_text(sample, used, self.style)
         elif fmt == "mcq":
             others = [c for c in space if c not in set(sample.labels) | {gold}]
             options = [gold] + rng.sample(others, min(len(others), MCQ_MAX_OPTIONS - 1))
@@ -174,17 +153,13 @@ class MixtureBuilder:
             if sample.valence is None or sample.arousal is None:
                 return None
             messages, pid = self._messages(sample, used, prompt)
-            target = self._answer(sample, used, dims=True)
-            if self.style == "labels":  # the va format's answer keeps its explanation key (parse's format check)
-                target = self._answer_with_explanation(sample, used)
+            # the va answer keeps its explanation key even in the "labels" style (parse's format check needs it)
+            target = target_text(sample, used, "short" if self.style == "labels" else self.style,
+                                 with_dimensions=True)
         columns = {"gold_labels": list(sample.labels), "label": sample.label, "label_set": sample.label_set,
                    "multi_labels": list(sample.multi_labels), "corpus": sample.corpus, "modalities": used,
                    "speaker": sample.person, "gender": sample.gender, "language": sample.language, "format": fmt}
         return Example(f"{sample.id}#{fmt}", messages, target, pid, columns)
-
-    def _answer_with_explanation(self, sample: Sample, used: list[str]) -> str:
-        return shape_target(target_json(sample, [m for m in used if m in sample.modalities()], with_dimensions=True),
-                            "short")
 
     @staticmethod
     def _missing(used: list[str]) -> list[str]:
@@ -201,7 +176,7 @@ def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalit
     out: list[Example] = []
     for i, entry in enumerate(mixture):
         split = str(entry.get("split", default_split))
-        samples = _samples(entry, split, data_root, on_missing)
+        samples = load_split(str(entry["corpus"]), split, data_root, on_missing)
         limit = entry.get("limit")
         if limit is not None and limit < len(samples):
             samples = random.Random(seed).sample(samples, int(limit))

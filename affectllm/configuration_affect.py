@@ -15,7 +15,8 @@ from transformers import AutoConfig, PretrainedConfig
 from .errors import ConfigError
 from .registry import unknown_name_message
 
-PROJECTOR_TYPES = ("linear", "mlp2x_gelu", "resampler")
+PROJECTOR_TYPES = ("linear", "mlp2x_gelu", "resampler", "global_mlp")
+FIXED_BUDGET_PROJECTORS = ("resampler", "global_mlp")  # num_queries tokens per item, whatever the item's length
 VIDEO_AGGREGATIONS = ("frames", "mean", "resampler")
 VISION_FEATURE_SELECTS = ("patch", "cls", "all")
 
@@ -64,7 +65,9 @@ class AffectConfig(PretrainedConfig):
             processor and stored in `*_token_id`.
         audio_layer / vision_layer: which hidden state of the tower to use (-1 = last).
         audio_downsample / vision_downsample: average-pool k consecutive tower tokens into one.
-        *_projector: "linear", "mlp2x_gelu" or "resampler"; *_num_queries: the resampler's token budget.
+        *_projector: "linear", "mlp2x_gelu", "resampler" or "global_mlp" (one probe-style descriptor per item: the
+            flattened tokens of a fixed-grid vision tower, else mean+std over tokens); *_num_queries: the token
+            budget of "resampler" and "global_mlp".
         video_num_frames: frames sampled uniformly per video; video_aggregation: "frames" (tokens of every
             frame), "mean" (average over frames) or "resampler" (fixed budget, needs vision_projector="resampler").
         freeze_audio_tower / freeze_vision_tower / freeze_language_model: the freeze policy.
@@ -186,7 +189,7 @@ class AffectConfig(PretrainedConfig):
         return length
 
     def audio_num_tokens(self, num_samples: int) -> int:
-        if self.audio_projector == "resampler":
+        if self.audio_projector in FIXED_BUDGET_PROJECTORS:
             return self.audio_num_queries
         return math.ceil(self.audio_tower_frames(num_samples) / self.audio_downsample)
 
@@ -207,7 +210,7 @@ class AffectConfig(PretrainedConfig):
         return grid + (1 if has_cls and self.vision_feature_select == "all" else 0)
 
     def image_num_tokens(self) -> int:
-        if self.vision_projector == "resampler":
+        if self.vision_projector in FIXED_BUDGET_PROJECTORS:
             return self.vision_num_queries
         return math.ceil(self.vision_tower_tokens() / self.vision_downsample)
 

@@ -81,7 +81,8 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
             self.vision_tower = build_vision_tower(config.vision_config)
             self.vision_projector = build_projector(
                 config.vision_projector, _tower_hidden_size(config.vision_config), hidden,
-                config.vision_num_queries, config.resampler_heads)
+                config.vision_num_queries, config.resampler_heads,
+                num_input_tokens=config.vision_tower_tokens() if config.vision_projector == "global_mlp" else None)
         for proj in (self.audio_projector, self.vision_projector):
             if proj is not None:
                 for m in proj.modules():
@@ -175,6 +176,9 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
             return self._project([clip.mean(0) for clip in states], self.vision_projector, cfg.vision_downsample,
                                  cfg.vision_projector)
         if cfg.video_aggregation == "frames":
+            if cfg.vision_projector == "global_mlp":  # one descriptor per frame
+                return [torch.cat(self._project(list(clip), self.vision_projector, 1, "global_mlp"), 0)
+                        for clip in states]
             items = [torch.cat([_pool_tokens(f, cfg.vision_downsample) for f in clip], 0) for clip in states]
             return self._project(items, self.vision_projector, 1, cfg.vision_projector)
         return self._project([clip.reshape(-1, clip.shape[-1]) for clip in states], self.vision_projector, 1,
@@ -214,6 +218,8 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
                 batch[i, : x.shape[0]] = x
                 mask[i, : x.shape[0]] = True
             return list(projector(batch.to(proj_dtype), mask))
+        if kind == "global_mlp":  # the descriptor reads the tower's own tokens: no pooling first
+            return [projector(x.to(proj_dtype).unsqueeze(0))[0] for x in items]
         return [projector(_pool_tokens(x, downsample).to(proj_dtype).unsqueeze(0))[0] for x in items]
 
     # ---- composition -----------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ AUDIO_TOWERS = {
 
 
 @pytest.mark.parametrize("name", list(AUDIO_TOWERS))
-@pytest.mark.parametrize("projector", ["linear", "mlp2x_gelu", "resampler"])
+@pytest.mark.parametrize("projector", ["linear", "mlp2x_gelu", "resampler", "global_mlp"])
 def test_audio_towers_and_projectors(name, projector):
     overrides = {"affect": {"audio_projector": projector, "audio_layer": -2 if name != "prosody" else -1}}
     if AUDIO_TOWERS[name] is not None:
@@ -172,7 +172,7 @@ def test_audio_towers_and_projectors(name, projector):
     with torch.no_grad():
         pipe.model(**batch)
     expected = [pipe.model.config.audio_num_tokens(len(a)) for a in (tone(1.3), tone(2.2))]
-    if projector == "resampler":
+    if projector in ("resampler", "global_mlp"):
         assert expected == [pipe.model.config.audio_num_queries] * 2
     counts = (batch["input_ids"] == pipe.model.config.audio_token_id).sum(1).tolist()
     assert counts == expected
@@ -190,11 +190,11 @@ VISION_TOWERS = {
 
 
 @pytest.mark.parametrize("name", list(VISION_TOWERS))
-@pytest.mark.parametrize("aggregation", ["frames", "mean", "resampler"])
+@pytest.mark.parametrize("aggregation", ["frames", "mean", "resampler", "global_mlp-frames"])
 def test_vision_towers_and_video_aggregation(name, aggregation):
-    affect = {"video_aggregation": aggregation, "vision_layer": -1 if name == "hog" else -2}
-    if aggregation == "resampler":
-        affect["vision_projector"] = "resampler"
+    affect = {"video_aggregation": aggregation.split("-")[-1], "vision_layer": -1 if name == "hog" else -2}
+    if aggregation in ("resampler", "global_mlp-frames"):
+        affect["vision_projector"] = aggregation.split("-")[0]
     overrides = {"affect": affect}
     if VISION_TOWERS[name] is not None:
         overrides["vision_config"] = VISION_TOWERS[name]
@@ -205,6 +205,27 @@ def test_vision_towers_and_video_aggregation(name, aggregation):
         pipe.model(**batch)
     assert int((batch["input_ids"] == cfg.image_token_id).sum()) == cfg.image_num_tokens()
     assert int((batch["input_ids"] == cfg.video_token_id).sum()) == cfg.video_num_tokens(4)
+
+
+def test_global_mlp_descriptor_is_the_probes_view():
+    """Mean+std over the valid tokens only (padding ignored), or the flattened grid; fixed token budget out."""
+    from affectllm.projectors import build_projector
+
+    torch.manual_seed(0)
+    pooled = build_projector("global_mlp", 3, 8, num_queries=2)
+    x = torch.randn(1, 5, 3)
+    padded = torch.cat([x, torch.full((1, 4, 3), 99.0)], 1)
+    mask = torch.tensor([[True] * 5 + [False] * 4])
+    desc = pooled.describe(padded, mask)
+    assert torch.allclose(desc, torch.cat([x.mean(1), x.std(1, unbiased=False)], -1), atol=1e-6)
+    assert torch.allclose(pooled(padded, mask), pooled(x), atol=1e-6)
+    assert pooled(x).shape == (1, 2, 8)
+    grid = build_projector("global_mlp", 3, 8, num_queries=4, num_input_tokens=5)
+    assert torch.equal(grid.describe(x), x.flatten(1))
+    swapped = x[:, [1, 0, 2, 3, 4]]
+    assert not torch.allclose(grid(swapped), grid(x))  # position is kept, unlike mean pooling
+    with pytest.raises(ValueError, match="expected 5 tower tokens"):
+        grid(padded)
 
 
 def test_unknown_names_suggest_alternatives():

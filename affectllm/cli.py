@@ -1,4 +1,4 @@
-"""`affectllm` command line: ls | chat | train | serve | eval | score | demo | prepare.
+"""`affectllm` command line: ls | chat | train | serve | eval | score | data | predict | demo | prepare.
 
 User errors (AffectError) print one clear line and exit 2, never a traceback from deep inside a library."""
 from __future__ import annotations
@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_arguments(sub.add_parser("eval", help="run eval tasks and suites (evals/*.yaml) on a server, a model or "
                                       "the dummy backend"))
     sub.choices["eval"].set_defaults(func=run_eval_command)
+    from .data.cli import add_parser as add_data_parser
+
+    add_data_parser(sub)
     score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
                            add_help=False)
     score.set_defaults(func=None)

@@ -2,7 +2,8 @@
 fixed label set (MELD, RAVDESS, CK+, GoEmotions, SemEval E-c, ...).
 
 `LabelMapper.map(word)` tries, in order (first unambiguous hit wins):
-exact string -> same lemma (default lexicon) -> same group -> same top-level family
+exact string -> a name or synonym of a user label set (YAML, `label_set.py`) -> same lemma (default lexicon)
+-> same group -> same top-level family (a user label's lexicon mapping places it in the lexicon)
 -> MER-wheel clusters (if a wheel is given; level-2 votes over the 5 wheels, then level 1)
 -> MiniLM cosine similarity >= threshold and ahead of the runner-up by a margin (only if `embeddings=True`;
    single-word MiniLM similarities are noisy, e.g. 'heartsick' is closest to 'joy', hence the margin).
@@ -27,6 +28,7 @@ import numpy as np
 
 from ..errors import ScoringInputError
 from .base import SampleTable, register_metric
+from .label_set import LabelSet, is_label_set_path, load_label_set
 from .labels import label_list, labels_of
 from .lexicon import Lexicon, norm_word
 
@@ -43,14 +45,19 @@ class LabelMapper:
     ('joy', 'calm')
     """
 
-    def __init__(self, label_set: str | Sequence[str], lexicon: Lexicon | None = None, wheel=None,
+    def __init__(self, label_set: "str | Sequence[str] | LabelSet", lexicon: Lexicon | None = None, wheel=None,
                  embeddings: bool = False, threshold: float = 0.5, margin: float = 0.05, embedder=None):
         self.lexicon = lexicon or Lexicon.default()
-        if isinstance(label_set, str):
+        self.label_set: LabelSet | None = None          # a user's label set (YAML): synonyms + lexicon mapping
+        if isinstance(label_set, LabelSet) or is_label_set_path(label_set):
+            self.label_set = load_label_set(label_set)
+            label_set = self.label_set.labels
+        elif isinstance(label_set, str):
             if label_set not in self.lexicon.label_sets:
                 from ..registry import unknown_name_message
 
-                raise ScoringInputError(unknown_name_message("label set", label_set, self.lexicon.label_sets))
+                raise ScoringInputError(unknown_name_message("label set", label_set, self.lexicon.label_sets)
+                                        + " (or give the path of a label-set YAML)")
             label_set = self.lexicon.label_sets[label_set]
         self.targets = [norm_word(t) for t in label_set]
         if len(set(self.targets)) != len(self.targets):
@@ -62,9 +69,11 @@ class LabelMapper:
         self._embedder = embedder
         self._cache: dict[str, tuple[str | None, str | None]] = {}
         lx = self.lexicon
-        self._t_lemma = {t: lx.normalise(t) or t for t in self.targets}
-        self._t_group = {t: lx.group(t) for t in self.targets}
-        self._t_family = {t: lx.family(t) for t in self.targets}
+        # where each target sits in the lexicon: itself, or the word its label set maps it to
+        self._t_word = {t: (self.label_set.lexicon_word(t, lx) if self.label_set else None) or t for t in self.targets}
+        self._t_lemma = {t: lx.normalise(self._t_word[t]) or t for t in self.targets}
+        self._t_group = {t: lx.group(self._t_word[t]) for t in self.targets}
+        self._t_family = {t: lx.family(self._t_word[t]) for t in self.targets}
 
     def map(self, word: str) -> str | None:
         return self.explain(word)[0]
@@ -75,6 +84,10 @@ class LabelMapper:
         if w not in self._cache:
             self._cache[w] = self._map(w)
         return self._cache[w]
+
+    def synonym(self, word: str) -> str | None:
+        """The target a label-set name or synonym stands for (None without a label set, or no such word)."""
+        return self.label_set.resolve(word) if self.label_set else None
 
     def map_labels(self, labels: Any) -> list[str]:
         """Ordered, de-duplicated mapped labels of one answer (unmappable words dropped)."""
@@ -96,6 +109,9 @@ class LabelMapper:
             return None, None
         if w in self.targets:
             return w, "exact"
+        hit = self.synonym(w)
+        if hit:
+            return hit, "synonym"
         lx = self.lexicon
         lem = lx.normalise(w)
         if lem is not None:
@@ -130,7 +146,8 @@ class LabelMapper:
                 if not cluster:
                     continue
                 for t in self.targets:
-                    if t in table and table[t][c] == cluster:
+                    tw = self._t_word[t]
+                    if tw in table and table[tw][c] == cluster:
                         votes[t] += 1
             if votes:
                 (best, n), *rest = votes.most_common()
@@ -164,7 +181,8 @@ def _gold_single(cell: Any, m: LabelMapper, i: int) -> str:
     labs = label_list(labels_of(cell)) if not isinstance(cell, str) or cell.strip().startswith("[") else [norm_word(cell)]
     if len(labs) != 1:
         raise ScoringInputError(f"gold, sample {i}: expected exactly one label for a single-label set, got {labs}")
-    t = labs[0] if labs[0] in m.targets else (m.map(labs[0]) if m.lexicon.normalise(labs[0]) else None)
+    t = labs[0] if labs[0] in m.targets else (m.map(labs[0]) if m.lexicon.normalise(labs[0]) or m.synonym(labs[0])
+                                               else None)
     if t is None:
         raise ScoringInputError(f"gold, sample {i}: label {labs[0]!r} is not in the label set {m.targets}")
     return t
@@ -254,6 +272,7 @@ def closed_set_multilabel_table(gold: Sequence[Any], pred: Sequence[Any], *, lab
     P = np.zeros_like(Y)
     for i, g in enumerate(gold):
         for lab in label_list(labels_of(g)):
+            lab = lab if lab in idx else (m.synonym(lab) or lab)
             if lab not in idx:
                 raise ScoringInputError(f"gold, sample {i}: label {lab!r} is not in the label set {m.targets}")
             Y[i, idx[lab]] = 1

@@ -38,6 +38,13 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def require_input(text: str | None, audio: Any = None, image: Any = None, video: Any = None) -> None:
+    """A chat needs something to read: with no text and no media the model would answer the bare prompt, which
+    looks like an answer about nothing."""
+    if (text is None or not str(text).strip()) and not any(_as_list(x) for x in (audio, image, video)):
+        raise ConfigError("nothing to ask about: give text, audio, image or video (at least one)")
+
+
 class AffectPipeline:
     """A model and its processor, with the chat API on top."""
 
@@ -80,6 +87,7 @@ class AffectPipeline:
              **generate_kwargs) -> ChatResult:
         from .scoring import parse
 
+        require_input(text, audio, image, video)
         t0 = time.perf_counter()
         messages, prompt_id = self.build_messages(text, audio, image, video, prompt, candidates, with_confidence,
                                                   with_dimensions, system)

@@ -31,6 +31,8 @@ def _cmd_ls(args: argparse.Namespace) -> int:
 def _cmd_chat(args: argparse.Namespace) -> int:
     from .api import load
 
+    if (args.text is None or not args.text.strip()) and not (args.audio or args.image or args.video):
+        raise AffectError("chat needs something to read: give --text, --audio, --image or --video (or several)")
     t0 = time.perf_counter()
     if args.server:  # through a running gateway (affectllm serve)
         from .serve.cli import chat_via_server

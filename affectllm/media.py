@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from dataclasses import dataclass
 from math import gcd
 from pathlib import Path
@@ -189,7 +190,9 @@ def _riff_truncated(source: _Source) -> bool:
 def _decode_soundfile(source: _Source, max_seconds: float, limit_name: str) -> tuple[np.ndarray, int]:
     import soundfile as sf
 
-    with sf.SoundFile(source.open()) as f:
+    from .cstderr import captured_c_stderr
+
+    with captured_c_stderr(), sf.SoundFile(source.open()) as f:  # libmpg123 prints resync notes to fd 2
         sr, declared, container = f.samplerate, f.frames, f.format
         if declared > 0 and declared / sr > max_seconds:
             raise _too_long(source.name, declared / sr, max_seconds, limit_name)
@@ -203,6 +206,22 @@ def _decode_soundfile(source: _Source, max_seconds: float, limit_name: str) -> t
         raise MediaError(f"{source.name}: truncated MP3 ({len(x) / sr:.2f} s decoded, "
                          f"header says {declared / sr:.2f} s)")
     return x.T, sr
+
+
+# libsndfile's generic messages, as said about a file that exists and was read: what they mean there
+_SF_MISLEADING = {"file does not exist or is not a regular file": "no valid {fmt} stream found",
+                  "unspecified internal error": "the {fmt} decoder failed on the data",
+                  "supported file format but file is malformed": "malformed {fmt} data"}
+
+
+def _sf_reason(e: BaseException, fmt: str) -> str:
+    """soundfile's message without its "Error opening '<path>': " prefix (the name leads our line already) and with
+    libsndfile's misleading generic texts replaced (it says "does not exist" of a corrupt MP3 that exists)."""
+    text = re.sub(r"^Error opening .*?: ", "", _reason(e)).removeprefix("Error : ").rstrip(".")
+    for needle, meaning in _SF_MISLEADING.items():
+        if needle in text.lower():
+            return meaning.format(fmt=fmt.upper())
+    return text
 
 
 def _av_open(source: _Source):
@@ -277,7 +296,7 @@ def _decode_audio_file(source: _Source, fmt: str, max_seconds: float, limit_name
             raise
         av_error = str(e).removeprefix(f"{source.name}: ")
     raise MediaError(f"{source.name}: cannot decode audio (corrupt, truncated or unsupported): "
-                     f"soundfile: {_reason(sf_error)}; PyAV: {av_error}") from sf_error
+                     f"soundfile: {_sf_reason(sf_error, fmt)}; PyAV: {av_error}") from sf_error
 
 
 def _array_audio(arr: Any) -> np.ndarray:

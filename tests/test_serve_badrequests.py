@@ -4,6 +4,7 @@ is ever opened (spies on os.open / open, plus a sentinel file whose access time 
 from __future__ import annotations
 
 import builtins
+import json
 import os
 from pathlib import Path
 
@@ -88,6 +89,19 @@ def png_of(h: int, w: int) -> bytes:
     return buf.getvalue()
 
 
+def nested(depth: int) -> dict:
+    """A JSON schema nesting `depth` objects (each level adds two: the schema and its `properties`)."""
+    node: dict = {"type": "string"}
+    for _ in range(depth // 2):
+        node = {"type": "object", "properties": {"a": node}}
+    return node
+
+
+def raw_json(body: dict) -> bytes:
+    """ASCII JSON, so a lone surrogate travels as its escape (httpx's json= cannot encode one)."""
+    return json.dumps(body).encode()
+
+
 def cases(d: dict) -> list[tuple]:
     """(id, request kwargs for httpx, expected status, substring of the error message)."""
     allow, outside = d["allow"], d["outside"]
@@ -107,6 +121,24 @@ def cases(d: dict) -> list[tuple]:
         ("body_is_list", {"content": b"[]"}, 400, "must be a JSON object"),
         ("body_is_string", {"content": b'"hello"'}, 400, "must be a JSON object"),
         ("oversized_body", {"content": b'{"x": "' + b"a" * (3 * 1024 * 1024) + b'"}'}, 413, "over this server's limit"),
+        # nesting: past Python's recursion limit (the JSON decoder itself) and past the server's depth limit
+        ("json_nested_past_recursion_limit", {"content": b'{"model": "tiny", "messages": ' + b"[" * 100_000
+                                              + b"]" * 100_000 + b"}"}, 400, "nests deeper"),
+        ("json_nested_in_object_values", {"content": b'{"model": "tiny", "messages": [], "x": ' + b'{"a": ' * 50_000
+                                          + b"1" + b"}" * 50_000 + b"}"}, 400, "nests deeper"),
+        ("json_nested_response_format", J(chat(response_format={"type": "json_schema", "json_schema": {
+            "schema": nested(300)}})), 400, "nests deeper"),
+        ("json_nested_content_part", C([{"type": "text", "text": nested(300)}]), 400, "nests deeper"),
+        ("json_nested_lora_body", {"path": "/v1/load_lora_adapter", "content": b"[" * 20_000 + b"]" * 20_000},
+         400, "nests deeper"),
+        # lone UTF-16 surrogates where the request is refused anyway: the error must still be sendable
+        ("surrogate_in_unknown_key", {"content": raw_json({**chat(), "x\ud800": 1})}, 400,
+         "unrecognized request argument"),
+        ("surrogate_in_model_name", {"content": raw_json({**chat(), "model": "tiny\ud800"})}, 404, "does not exist"),
+        ("surrogate_in_bad_role", {"content": raw_json({"model": "tiny", "messages": [
+            {"role": "user\udfff", "content": "hi"}]})}, 400, "role"),
+        ("surrogate_in_lora_name", {"path": "/v1/unload_lora_adapter", "content": raw_json({"lora_name": "\ud800"})},
+         404, "\ufffd"),
         # top-level schema
         ("missing_model", J({"messages": [{"role": "user", "content": "hi"}]}), 400, "missing required parameter: model"),
         ("missing_messages", J({"model": "tiny"}), 400, "missing required parameter: messages"),
@@ -237,6 +269,46 @@ def test_bad_request(server, corpus, spy, case_id):
     err = resp.json()["error"]
     assert set(err) == {"message", "type", "param", "code"}
     assert needle.lower() in err["message"].lower(), err["message"]
+
+
+SURROGATE_PLACES = {
+    "user_text": lambda: chat("I feel \ud800 odd"),
+    "text_part": lambda: chat([{"type": "text", "text": "x\udc00y"}]),
+    "system_message": lambda: {**chat(), "messages": [{"role": "system", "content": "be \ud800 brief"},
+                                                      {"role": "user", "content": "hi"}]},
+    "assistant_message": lambda: {**chat(), "messages": [{"role": "user", "content": "hi"},
+                                                         {"role": "assistant", "content": "\udfff"},
+                                                         {"role": "user", "content": "and?"}]},
+    "message_name": lambda: {**chat(), "messages": [{"role": "user", "content": "hi", "name": "a\ud800"}]},
+    "stop_string": lambda: chat(stop=["\ud800"]),
+    "user_field": lambda: chat(user="\ud83d"),
+    "streamed": lambda: chat("\ud800", stream=True),
+}
+
+
+@pytest.mark.parametrize("place", list(SURROGATE_PLACES))
+def test_lone_surrogates_are_replaced_not_a_500(server, place):
+    """A lone UTF-16 surrogate (what a client that cuts a string mid-emoji sends) is read as U+FFFD, like a broken
+    UTF-8 sequence, wherever it appears; the request is answered."""
+    resp = httpx.post(server.url + "/v1/chat/completions", content=raw_json(SURROGATE_PLACES[place]()), timeout=60,
+                      headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+    assert resp.status_code == 200, resp.text
+    if place == "streamed":
+        assert resp.text.rstrip().endswith("data: [DONE]") and '"error"' not in resp.text
+    else:
+        assert resp.json()["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_sanitize_keeps_valid_pairs_and_bounds_depth_without_recursion():
+    from affectllm.serve.jsonbody import loads
+    from affectllm.serve.protocol import APIError
+
+    assert loads(b'{"a\\ud800": ["\\ud83d\\ude00", "\\udc00x"]}', 8) == {"a\ufffd": ["\U0001F600", "\ufffdx"]}
+    assert loads(b"[" * 8 + b"]" * 8, 8) == [[[[[[[[]]]]]]]]
+    for raw in (b"[" * 9 + b"]" * 9, b"[" * 500_000 + b"]" * 500_000):
+        with pytest.raises(APIError) as info:
+            loads(raw, 8)
+        assert info.value.status == 400 and "nests deeper" in info.value.message
 
 
 def test_corpus_size_and_server_survives(server, dirs, spy):

@@ -38,7 +38,8 @@ def add_serve_parser(sub) -> None:
     p.add_argument("--runtime-lora-dir", help="allow POST /v1/load_lora_adapter for artifacts under this folder")
     for flag, value in (("max-request-bytes", d.max_request_bytes), ("max-media-bytes", d.max_media_bytes),
                         ("max-media-items", d.max_media_items), ("max-frames", d.max_frames),
-                        ("max-pixels", d.max_pixels), ("max-tokens", d.max_tokens), ("max-pending", d.max_pending)):
+                        ("max-pixels", d.max_pixels), ("max-tokens", d.max_tokens), ("max-pending", d.max_pending),
+                        ("max-json-depth", d.max_json_depth)):
         p.add_argument(f"--{flag}", type=int, default=value, help=f"(default {value})")
     for flag, value in (("max-audio-seconds", d.max_audio_seconds), ("max-video-seconds", d.max_video_seconds),
                         ("request-timeout", d.request_timeout_s)):
@@ -79,7 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       runtime_lora_dir=args.runtime_lora_dir, max_request_bytes=args.max_request_bytes,
                       max_media_bytes=args.max_media_bytes, max_media_items=args.max_media_items,
                       max_frames=args.max_frames, max_pixels=args.max_pixels, max_tokens=args.max_tokens,
-                      max_pending=args.max_pending, max_audio_seconds=args.max_audio_seconds,
+                      max_pending=args.max_pending, max_json_depth=args.max_json_depth,
+                      max_audio_seconds=args.max_audio_seconds,
                       max_video_seconds=args.max_video_seconds, request_timeout_s=args.request_timeout)
     if args.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
         logging.getLogger("affectllm.serve").warning(

@@ -153,9 +153,10 @@ class AffectClient:
              with_dimensions: bool = False, system: str | None = None, max_new_tokens: int = 200,
              model: str | None = None, temperature: float = 0.0, send_paths: bool = False, **params):
         """Like `AffectPipeline.chat` (greedy by default), through the server. Returns an affectllm.api.ChatResult."""
-        from ..api import AffectPipeline, ChatResult
+        from ..api import AffectPipeline, ChatResult, require_input
         from ..scoring import parse
 
+        require_input(text, audio, image, video)
         t0 = time.perf_counter()
         messages, prompt_id = AffectPipeline.build_messages(text, audio, image, video, prompt, candidates,
                                                             with_confidence, with_dimensions, system)

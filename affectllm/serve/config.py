@@ -20,6 +20,7 @@ class ServeConfig:
     allow_remote_urls: bool = False  # http(s) media URLs are fetched only when this is on
     runtime_lora_dir: str | None = None  # POST /v1/load_lora_adapter accepts artifacts only under this folder
     max_request_bytes: int = 64 * MiB  # whole HTTP body
+    max_json_depth: int = 64  # nesting of the JSON body (a JSON schema in response_format included)
     max_media_bytes: int = 32 * MiB  # one decoded media item (base64 payload, file or download)
     max_media_items: int = 8  # media parts per request
     max_audio_seconds: float = 60.0

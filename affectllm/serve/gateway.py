@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import time
@@ -277,11 +276,9 @@ def create_app(gw: Gateway):
                 gw.in_flight -= 1
 
     async def _json_body(request: Request) -> dict:
-        raw = await _read_body(request, 1 << 16)
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            raise APIError(400, "malformed JSON body", code="invalid_json") from None
+        from .jsonbody import loads
+
+        body = loads(await _read_body(request, 1 << 16), gw.cfg.max_json_depth)
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object", code="invalid_json")
         return body

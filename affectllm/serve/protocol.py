@@ -95,10 +95,9 @@ def _validation_message(err: ValidationError) -> tuple[str, str | None]:
 
 def parse_chat_request(raw: bytes, cfg: ServeConfig) -> ChatRequest:
     """Bytes of the HTTP body -> a checked ChatRequest, or APIError(400) with a clear message."""
-    try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise APIError(400, f"malformed JSON body: {e}", code="invalid_json") from None
+    from .jsonbody import loads
+
+    obj = loads(raw, cfg.max_json_depth)
     if not isinstance(obj, dict):
         raise APIError(400, f"the request body must be a JSON object, got {type(obj).__name__}", code="invalid_json")
     try:

@@ -4,6 +4,7 @@
     affectllm eval --model runs/sft_lora/final --tasks zero_shot,emobench --limit 20
     affectllm eval --model dummy --tasks ov --limit 2          # no model: checks the plumbing
     affectllm eval --list                                      # tasks and groups
+    affectllm eval --model tiny --manifest clips.jsonl --label-set labels.yaml    # your own corpus (no YAML)
 """
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (default 1000)")
     p.add_argument("--dummy-p", type=float, default=0.7, help="dummy backend: probability of a right answer")
     p.add_argument("--data", help="data root (default $AFFECTLLM_DATA or ../shared/data)")
+    p.add_argument("--manifest", help="a JSONL manifest of your own corpus (affectllm data ...): runs the zero-shot, "
+                                      "calibration, prompt-sensitivity, hallucination and fairness suites on it")
+    p.add_argument("--label-set", help="with --manifest: its label-set YAML (default: the labels found in it)")
+    p.add_argument("--split", help="with --manifest: the split to report (default: test, or its only split)")
+    p.add_argument("--suites", help="with --manifest: comma-separated subset of zero_shot, calibration, "
+                                    "prompt_sensitivity, hallucination, fairness (default: all)")
     p.add_argument("--list", action="store_true", help="list tasks and groups, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -65,18 +72,33 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list:
         return list_tasks()
-    if not args.model or not args.tasks:
-        raise AffectError("affectllm eval needs --model and --tasks (or --list)")
+    if not args.model or not (args.tasks or args.manifest):
+        raise AffectError("affectllm eval needs --model and --tasks or --manifest (or --list)")
+    if (args.label_set or args.split or args.suites) and not args.manifest:
+        raise AffectError("--label-set, --split and --suites go with --manifest")
     from .runner import run_eval
 
     opts = {"batch_size": args.batch_size, "p": args.dummy_p, "dtype": args.dtype, "served_model": args.served_model,
             "api_key": args.api_key or os.environ.get("AFFECTLLM_API_KEY"), "concurrency": args.concurrency,
             "send_paths": args.send_paths, "checkpoint": args.checkpoint}
-    out = args.output or default_output(args.model)
-    summary = run_eval(args.model, args.tasks, out, backend=args.backend, limit=args.limit, seeds=args.seeds,
+    from pathlib import Path
+
+    out = args.output or default_output(args.model) + (f"_{Path(args.manifest).stem}" if args.manifest else "")
+    tasks, skipped = args.tasks, None
+    if args.manifest:
+        from .manifest_tasks import SUITES, manifest_tasks
+        from .tasks import resolve_tasks
+
+        suites = tuple(x.strip() for x in args.suites.split(",")) if args.suites else SUITES
+        tasks, skipped = manifest_tasks(args.manifest, args.label_set, out, suites, args.split)
+        if args.limit is not None:
+            for t in tasks:
+                t.limit = args.limit
+        tasks = (resolve_tasks(args.tasks, args.limit) if args.tasks else []) + tasks
+    summary = run_eval(args.model, tasks, out, backend=args.backend, limit=args.limit, seeds=args.seeds,
                        bootstrap=args.bootstrap, progress=not args.no_progress, data_root=args.data,
                        command="affectllm eval " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["eval"] else sys.argv[1:]),
-                       **opts)
+                       skipped=skipped, **opts)
     ok = [n for n, t in summary["tasks"].items() if t.get("status") == "ok"]
     skipped = {n: t["status"] for n, t in summary["tasks"].items() if t.get("status") != "ok"}
     print(f"{len(ok)} task(s) done -> {out}/report.md, {out}/summary.json")

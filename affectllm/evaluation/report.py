@@ -177,7 +177,8 @@ def write_report(outdir: Path, summary: dict) -> Path:
         m = t["metrics"]
         heads = [k for k in t.get("headline", []) if k in m][:4]
         cells = "<br>".join(f"{k}: {fmt(m[k], m.get(k + '_ci_low'), m.get(k + '_ci_high'))}" for k in heads)
-        rows.append([name, t["suite"], str(t.get("n_records")), cells, ", ".join(t.get("prompt_ids", []))[:120]])
+        shown = name + (" (unseen corpus)" if t.get("data", {}).get("seen_in_training") is False else "")
+        rows.append([shown, t["suite"], str(t.get("n_records")), cells, ", ".join(t.get("prompt_ids", []))[:120]])
     lines += _table(rows, ["task", "suite", "records", "headline (95% CI)", "prompts"]) + [""]
     if any("n/a" in r[3] for r in rows):
         lines += ["*n/a*: undefined on these answers, reported as the official code does instead of as 0. The official "
@@ -194,7 +195,14 @@ def write_report(outdir: Path, summary: dict) -> Path:
         d = t["data"]
         lines += [f"- suite `{t['suite']}`, task version {t['version']} ({t['file']})",
                   f"- data: `{d['corpus']}` / `{d['split']}`, limit {d.get('limit')}, {d.get('n_samples')} samples, "
-                  f"subset seed {d.get('subset_seed')}, sample-id hash `{d.get('sample_ids_sha')}`",
+                  f"subset seed {d.get('subset_seed')}, sample-id hash `{d.get('sample_ids_sha')}`"
+                  + (f"; manifest `{d['manifest']}`" if d.get("manifest") else "")
+                  + (f", label set `{d['label_set']}`" if d.get("label_set") else ""),
+                  f"- corpus seen in training: " + {True: "**yes** (in-domain: the model's recipe trained on it)",
+                                                    False: "**no, unseen** (zero-shot transfer: the model's recipe "
+                                                           "did not train on it)",
+                                                    None: "unknown (no recipe.yaml for this model)"}[
+                                                        d.get("seen_in_training")],
                   f"- prompts: {', '.join(f'`{p}`' for p in t.get('prompt_ids', []))}",
                   f"- decoding: {t['decoding']}; seeds {t['seeds']}"
                   + (" (seed-dependent: mean over seeds, t-interval)" if t.get("seed_dependent") else ""), ""]

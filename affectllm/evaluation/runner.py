@@ -195,6 +195,7 @@ def _aggregate_seeds(per_seed: list[dict]) -> dict[str, float]:
 def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, seeds: int = MIN_SEEDS,
              progress: bool = True, replace_stale: bool = False) -> dict:
     from .suites import SUITES
+    from .suites.zero_shot import corpus_seen
 
     suite = SUITES.get(task.suite)()
     try:
@@ -253,7 +254,9 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
     out = {**base, "status": "ok",
            "data": {"corpus": task.dataset["corpus"], "split": task.dataset["split"], "limit": task.limit,
                     "n_samples": len(samples), "subset_seed": int(task.dataset.get("subset_seed", 0)),
-                    "stratify": task.dataset.get("stratify"), "sample_ids_sha": _sha(ids)},
+                    "stratify": task.dataset.get("stratify"), "sample_ids_sha": _sha(ids),
+                    "manifest": task.dataset.get("manifest"), "label_set": task.dataset.get("label_set"),
+                    "seen_in_training": corpus_seen(ctx, task.dataset, {s.corpus for s in samples})},
            "prompt_ids": sorted({r["prompt_id"] for r in recs if r["prompt_id"]}), "decoding": task.gen(),
            "parser": task.parser, "seeds": run_seeds, "seed_dependent": seed_dependent,
            "n_records": len(recs), "n_left_out_unsupported": notes_skipped, "metrics": metrics,
@@ -269,12 +272,16 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
 def run_eval(model: Any, tasks: str | list[str] | list[TaskConfig], output: str | Path, backend: str | Backend | None = None,
              limit: int | None = None, seeds: int = MIN_SEEDS, bootstrap: int = 1000, progress: bool = True,
              data_root: str | Path | None = None, command: str | None = None, replace_stale: bool = False,
-             **backend_opts) -> dict:
+             skipped: dict[str, dict] | None = None, **backend_opts) -> dict:
     """Run tasks (names, groups, YAML paths or TaskConfigs); returns the run summary (also written to disk).
-    `replace_stale`: a task folder written by a different run is moved aside instead of refused."""
+    `replace_stale`: a task folder written by a different run is moved aside instead of refused. `skipped`: tasks
+    the caller could not build ({name: {"suite", "status": "skipped: why"}}), listed in the report as such."""
     if seeds < 1:
         raise ConfigError("--seeds must be >= 1")
-    configs = tasks if tasks and isinstance(tasks[0], TaskConfig) else resolve_tasks(tasks, limit)
+    if isinstance(tasks, list) and all(isinstance(t, TaskConfig) for t in tasks) and (tasks or skipped):
+        configs = tasks
+    else:
+        configs = resolve_tasks(tasks, limit)
     be = backend if isinstance(backend, Backend) else make_backend(model, backend, **backend_opts)
     outdir = Path(output)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -289,6 +296,7 @@ def run_eval(model: Any, tasks: str | list[str] | list[TaskConfig], output: str 
         if old.get("model", {}).get("hash") == info.get("hash") and old.get("model", {}).get("model_id") == info.get("model_id"):
             previous = old.get("tasks", {})
     results = dict(previous)
+    results.update(skipped or {})
     t0 = time.time()
     try:
         for i, task in enumerate(configs, 1):

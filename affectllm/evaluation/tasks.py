@@ -8,6 +8,7 @@ templates that other files `include:` (never tasks themselves)::
     suite: zero_shot                    #                      limit: 12     (default per-task limit)
     description: MELD utterances, open-vocabulary answers mapped into MELD's 7 labels
     dataset: {corpus: meld, split: dev, modalities: [text], limit: 50, stratify: label}
+    # or a user's corpus:  dataset: {manifest: clips.jsonl, label_set: labels.yaml, split: test}
     prompt: {name: emotion_ov, vars: {with_confidence: false}}
     generation: {max_new_tokens: 48, temperature: 0.0, top_logprobs: 0}
     parser: emotion
@@ -18,7 +19,9 @@ templates that other files `include:` (never tasks themselves)::
 
 `include` (a path or list, relative to the including file) is merged depth-first; the including file wins, dicts
 merge key by key, lists are replaced. Every key is checked (unknown keys get a did-you-mean), as are corpus, split,
-prompt, parser, suite and metric names. A task that asks to fit or select anything on a test split
+prompt, parser, suite and metric names. A `manifest:` dataset (a JSONL written by `affectllm data`) replaces
+`corpus:`; its paths are relative to the task file, its split defaults to every row, and its `label_set:` (a
+label-set YAML) is what closed-set metrics and candidate lists use unless they name their own. A task that asks to fit or select anything on a test split
 (`options.fit_split: test`, ...) is refused: test splits are for reporting only.
 """
 from __future__ import annotations
@@ -38,8 +41,10 @@ from ..registry import unknown_name_message
 TOP_KEYS = {"task", "include", "suite", "description", "dataset", "prompt", "generation", "parser",
             "metric_list", "options", "metadata", "headline"}
 GROUP_KEYS = {"group", "task", "description", "limit", "metadata", "include"}
-DATASET_KEYS = {"corpus", "split", "modalities", "filter", "limit", "stratify", "subset_seed", "pair_with"}
-PAIR_KEYS = {"corpus", "split", "modalities", "filter"}
+DATASET_KEYS = {"corpus", "split", "modalities", "filter", "limit", "stratify", "subset_seed", "pair_with", "manifest",
+                "label_set"}
+PAIR_KEYS = {"corpus", "split", "modalities", "filter", "manifest"}
+ALL_ROWS = "all"                 # the split of a manifest task that reads every row
 PROMPT_KEYS = {"name", "vars"}
 GEN_KEYS = {"max_new_tokens", "temperature", "top_p", "top_logprobs"}
 METRIC_KEYS = {"metric", "options", "gold", "name", "only"}
@@ -192,18 +197,22 @@ def build_task(data: dict, path: Path) -> TaskConfig:
         raise ConfigError(f"{where}: {unknown_name_message('suite', suite, SUITES.names())}")
     ds = data.get("dataset")
     _check_keys(ds, DATASET_KEYS, f"{where}: dataset")
+    ds = _resolve_manifest(dict(ds), path, f"{where}: dataset")
     for k in ("corpus", "split"):
         if not isinstance(ds.get(k), str):
-            raise ConfigError(f"{where}: dataset.{k} is required")
+            raise ConfigError(f"{where}: dataset.{k} is required (or dataset.manifest, a JSONL manifest)")
     specs = [("dataset", ds)]
     if ds.get("pair_with") is not None:
         _check_keys(ds["pair_with"], PAIR_KEYS, f"{where}: dataset.pair_with")
+        ds["pair_with"] = _resolve_manifest(dict(ds["pair_with"]), path, f"{where}: dataset.pair_with")
         specs.append(("dataset.pair_with", ds["pair_with"]))
     for label, spec in specs:
-        if spec.get("corpus") not in CORPORA:
+        if spec.get("manifest"):
+            pass                                     # a user's corpus: splits are whatever its rows say
+        elif spec.get("corpus") not in CORPORA:
             raise ConfigError(f"{where}: {label}: {unknown_name_message('corpus', str(spec.get('corpus')), CORPORA.names())}")
-        splits = CORPORA.get(spec["corpus"]).splits
-        if spec.get("split") not in splits:
+        elif spec.get("split") not in CORPORA.get(spec["corpus"]).splits:
+            splits = CORPORA.get(spec["corpus"]).splits
             raise ConfigError(f"{where}: {label}: {unknown_name_message(spec['corpus'] + ' split', str(spec.get('split')), splits)}")
         for m in spec.get("modalities") or []:
             if m not in MODALITY_NAMES:
@@ -230,10 +239,15 @@ def build_task(data: dict, path: Path) -> TaskConfig:
         _check_keys(m, METRIC_KEYS, f"{where}: metric_list[{i}]")
         if m.get("metric") not in known:
             raise ConfigError(f"{where}: metric_list[{i}]: {unknown_name_message('metric', str(m.get('metric')), known)}")
-        if m["metric"] in ("closed_set", "closed_set_multilabel") and "label_set" not in (m.get("options") or {}):
-            raise ConfigError(f"{where}: metric_list[{i}]: {m['metric']} needs options.label_set "
-                              f"(a label-set name such as 'meld', or a list of labels)")
-        metrics.append(MetricSpec(m["metric"], dict(m.get("options") or {}), m.get("gold"), m.get("name"), m.get("only")))
+        opts = dict(m.get("options") or {})
+        if m["metric"] in ("closed_set", "closed_set_multilabel"):
+            if "label_set" not in opts and ds.get("label_set"):
+                opts["label_set"] = ds["label_set"]     # a manifest task scores against its own label set
+            if "label_set" not in opts:
+                raise ConfigError(f"{where}: metric_list[{i}]: {m['metric']} needs options.label_set "
+                                  f"(a label-set name such as 'meld', a label-set YAML, or a list of labels)")
+            opts["label_set"] = _resolve_label_set(opts["label_set"], path, f"{where}: metric_list[{i}]")
+        metrics.append(MetricSpec(m["metric"], opts, m.get("gold"), m.get("name"), m.get("only")))
     meta = data.get("metadata")
     _check_keys(meta, METADATA_KEYS, f"{where}: metadata")
     if "version" not in meta:
@@ -248,7 +262,11 @@ def build_task(data: dict, path: Path) -> TaskConfig:
         if key in options and options[key] == ds["split"]:
             raise ConfigError(f"{where}: options.{key} equals the reported split '{ds['split']}': fitting and "
                               f"reporting on the same samples overstates the result; use another split")
-        if key in options and options[key] not in CORPORA.get(ds["corpus"]).splits:
+        if key in options and ds.get("manifest"):
+            if ds["split"] == ALL_ROWS:
+                raise ConfigError(f"{where}: options.{key} needs dataset.split (the manifest split to report): with "
+                                  f"split '{ALL_ROWS}' the {options[key]} rows would be reported too")
+        elif key in options and options[key] not in CORPORA.get(ds["corpus"]).splits:
             raise ConfigError(f"{where}: options.{key}: "
                               f"{unknown_name_message(ds['corpus'] + ' split', str(options[key]), CORPORA.get(ds['corpus']).splits)}")
     SUITES.get(suite).validate(options, where)
@@ -257,6 +275,38 @@ def build_task(data: dict, path: Path) -> TaskConfig:
                       metric_list=metrics, options=options, version=str(meta["version"]),
                       description=str(data.get("description", "")).strip(), headline=list(data.get("headline") or []),
                       limit=_int_or_none(ds.get("limit"), f"{where}: dataset"), raw=data)
+
+
+def _resolve_label_set(spec: Any, path: Path, where: str) -> Any:
+    """A label-set YAML path made absolute (relative to the task file) and validated; names and lists unchanged."""
+    from ..scoring.label_set import is_label_set_path, load_label_set
+
+    if is_label_set_path(spec):
+        p = Path(spec).expanduser()
+        p = p if p.is_absolute() else (Path(path).parent / p)
+        try:
+            load_label_set(p)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        return str(p.resolve())
+    return spec
+
+
+def _resolve_manifest(spec: dict, path: Path, where: str) -> dict:
+    """A `manifest:` dataset: path made absolute (relative to the task file) and checked; corpus defaults to the
+    file stem, split to every row ('all'); its label set resolved like a metric's."""
+    if spec.get("manifest") is None:
+        return spec
+    m = Path(str(spec["manifest"])).expanduser()
+    m = (m if m.is_absolute() else Path(path).parent / m).resolve()
+    if not m.is_file():
+        raise ConfigError(f"{where}: manifest not found: {m}")
+    spec["manifest"] = str(m)
+    spec.setdefault("corpus", m.stem)
+    spec.setdefault("split", ALL_ROWS)
+    if spec.get("label_set") is not None:
+        spec["label_set"] = _resolve_label_set(spec["label_set"], path, where)
+    return spec
 
 
 def build_group(data: dict, path: Path) -> GroupConfig:

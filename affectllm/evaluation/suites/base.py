@@ -40,6 +40,40 @@ def sample_field(s: Sample, name: str) -> Any:
     return s.meta.get(name)
 
 
+def load_dataset(spec: dict, split: str, ctx, task=None) -> list[Sample]:
+    """Samples of one split of a task's dataset: a registered corpus, or a user's JSONL manifest (`manifest:`;
+    relative media paths resolve against the manifest's folder, split 'all' reads every row)."""
+    if spec.get("manifest"):
+        from ...data.manifest import read_manifest
+        from ..tasks import ALL_ROWS
+
+        rows = read_manifest(spec["manifest"], root=Path(spec["manifest"]).parent)
+        if rows.skipped and task is not None:
+            ctx.note(task, f"{Path(spec['manifest']).name}: {rows.skipped} row(s) left out, media file missing "
+                           f"(first: {rows.skipped_ids[0]})")
+        if split == ALL_ROWS:
+            return list(rows)
+        out = [s for s in rows if s.split == split]
+        if not out:
+            from ...errors import AffectError
+
+            raise AffectError(f"manifest {spec['manifest']} has no rows of split '{split}'; its splits: "
+                              f"{sorted({s.split for s in rows})}")
+        return out
+    return load_corpus(spec["corpus"], split, ctx.data_root)
+
+
+def label_names(spec: Any) -> list[str] | None:
+    """Candidate labels of a label-set name (built-in), a label-set YAML path, or a list; None when unknown."""
+    from ...scoring.label_set import is_label_set_path, load_label_set
+
+    if isinstance(spec, list):
+        return [str(c) for c in spec]
+    if is_label_set_path(spec):
+        return list(load_label_set(spec).labels)
+    return LABEL_SETS.get(spec) if spec else None
+
+
 def filter_samples(samples: list[Sample], flt: dict | None) -> list[Sample]:
     for key, want in (flt or {}).items():
         allowed = set(want) if isinstance(want, list) else {want}
@@ -103,17 +137,14 @@ class Suite:
     # ---- samples and items --------------------------------------------------------------------------------------
     def load_samples(self, task, ctx) -> list[Sample]:
         ds = task.dataset
-        samples = filter_samples(load_corpus(ds["corpus"], ds["split"], ctx.data_root), ds.get("filter"))
+        samples = filter_samples(load_dataset(ds, ds["split"], ctx, task), ds.get("filter"))
         wanted = set(ds.get("modalities") or [])
         if wanted:
             samples = [s for s in samples if wanted & set(s.modalities())]
         return take_subset(samples, task.limit, int(ds.get("subset_seed", 0)), ds.get("stratify"))
 
     def candidates(self, task, sample: Sample) -> list[str] | None:
-        cand = task.options.get("candidates") or sample.label_set
-        if isinstance(cand, list):
-            return [str(c) for c in cand]
-        return LABEL_SETS.get(cand) if cand else None
+        return label_names(task.options.get("candidates") or task.dataset.get("label_set") or sample.label_set)
 
     def gold(self, sample: Sample) -> dict:
         return {"labels": list(sample.labels), "label": sample.label, "multi_labels": list(sample.multi_labels),
@@ -236,8 +267,7 @@ class Suite:
 
 
 def resolve_candidates(spec: Any) -> list[str]:
-    if isinstance(spec, list):
-        return [str(c) for c in spec]
-    if spec in LABEL_SETS:
-        return list(LABEL_SETS[spec])
-    raise ConfigError(unknown_name_message("label set", str(spec), LABEL_SETS))
+    names = label_names(spec)
+    if names is None:
+        raise ConfigError(unknown_name_message("label set", str(spec), LABEL_SETS))
+    return list(names)

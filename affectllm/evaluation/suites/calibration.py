@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data import load_corpus
 from ...errors import ConfigError
 from ..metrics import (apply_temperature, confidence_metrics, fit_temperature, probability_metrics, reliability,
                        renormalise_over_candidates)
-from .base import Suite, filter_samples, take_subset
+from .base import Suite, filter_samples, load_dataset, take_subset
 
 
 def label_token_index(tokens: list[dict], label: str) -> int | None:
@@ -66,7 +65,7 @@ class CalibrationSuite(Suite):
 
     def load_samples(self, task, ctx):
         ds = task.dataset
-        fit = filter_samples(load_corpus(ds["corpus"], task.options["fit_split"], ctx.data_root), ds.get("filter"))
+        fit = filter_samples(load_dataset(ds, task.options["fit_split"], ctx, task), ds.get("filter"))
         fit = take_subset(fit, task.options.get("fit_limit", task.limit), int(ds.get("subset_seed", 0)),
                           ds.get("stratify"))
         for s in fit:

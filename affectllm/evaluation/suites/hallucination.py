@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ...data import LABEL_SETS, load_corpus
+from ...data import LABEL_SETS
 from ...errors import ConfigError
 from ..inputs import stable_seed
 from ..metrics import bootstrap_mean, pair_scores
 from ..parsers import cited_modalities, states_missing, ungrounded_modalities
-from .base import Suite, filter_samples
+from .base import Suite, filter_samples, load_dataset
 
 PROBES = ("absent", "pairs", "conflict", "grounding")
 ASK = {"audio": "What does the speaker's voice sound like, and what does its tone tell you about how they feel?",
@@ -84,7 +84,7 @@ class HallucinationSuite(Suite):
         for s in samples:
             given = [m for m in s.modalities() if m in (task.dataset.get("modalities") or s.modalities())]
             subject = SUBJECT.get((given_mod or given or ["audio"])[0], "the emotion expressed")
-            labels = LABEL_SETS.get(s.label_set or "", [])
+            labels = self.candidates(task, s) or []
             qs = []
             if "emotion" in task.options.get("questions", ["emotion"]) and s.label in labels:
                 no = other_label(s.label, labels, s.id)
@@ -108,7 +108,7 @@ class HallucinationSuite(Suite):
             raise ConfigError(f"task '{task.name}': probe 'conflict' needs dataset.pair_with (the text corpus)")
         common = task.options.get("common_labels", "meld")
         mapper = ctx.mapper(common)
-        partners = filter_samples(load_corpus(pw["corpus"], pw["split"], ctx.data_root), pw.get("filter"))
+        partners = filter_samples(load_dataset(pw, pw["split"], ctx, task), pw.get("filter"))
         partners = [p for p in partners if p.text and mapper.map(p.label or "") not in (None, "neutral")]
         random.Random(stable_seed("partners", task.name)).shuffle(partners)
         other_mod = [m for m in (task.dataset.get("modalities") or []) if m != "text"] or ["audio"]

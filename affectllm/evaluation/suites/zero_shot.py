@@ -7,7 +7,8 @@ The predicted words are mapped onto the parts of the choices; the choice with th
 matched wins; a tie or no match is "<unmapped>" (wrong). Scored as a closed set over the choice letters.
 
 Leave-one-corpus-out (option ``leave_one_out``): the summary records which corpora the model was trained on
-(`data.corpora` of the checkpoint's recipe.yaml, when present) and whether this task's corpus was among them, so a
+(`data.corpora` of the checkpoint's recipe.yaml, when present) and whether this task's corpus was among them (by
+name, or for a user's manifest by file or by the corpus names inside a training manifest: `corpus_seen`), so a
 reader can tell in-domain from transfer numbers. Nothing is chosen from it.
 """
 from __future__ import annotations
@@ -55,6 +56,42 @@ def trained_on(ctx) -> list[str] | None:
     return [str(c) for c in corpora] if corpora else None
 
 
+def _manifest_corpora(path: str) -> set[str]:
+    """Corpus names in a training manifest (empty when the file is not on this machine)."""
+    import json
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        return set()
+    out = set()
+    with open(p, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.add(str(json.loads(line).get("corpus")))
+            except (ValueError, AttributeError):
+                continue
+    return out
+
+
+def corpus_seen(ctx, dataset: dict, corpora: set[str] | None = None) -> bool | None:
+    """Did the model's training recipe use this task's corpus? None when the recipe is unknown. A training entry
+    matches by corpus name, by the same manifest file, or by a training manifest holding rows of this corpus
+    (`corpora`: the corpus names of the evaluated samples)."""
+    seen = trained_on(ctx)
+    if seen is None:
+        return None
+    mine = {str(dataset.get("corpus"))} | set(corpora or ())
+    for entry in seen:
+        if entry in mine:
+            return True
+        if entry.endswith(".jsonl"):
+            if dataset.get("manifest") and Path(entry).expanduser().resolve() == Path(dataset["manifest"]).resolve():
+                return True
+            if mine & _manifest_corpora(entry):
+                return True
+    return False
+
+
 class ZeroShotSuite(Suite):
     name = "zero_shot"
     option_keys = Suite.option_keys | {"map_to_choices"}
@@ -93,9 +130,10 @@ class ZeroShotSuite(Suite):
         if task.options.get("leave_one_out"):
             seen = trained_on(ctx)
             corpus = task.dataset["corpus"]
+            in_training = corpus_seen(ctx, task.dataset, {r.get("corpus") for r in records if r.get("corpus")})
             out["tables"]["leave_one_out"] = {
                 "test_corpus": corpus, "trained_on": seen,
-                "held_out": None if seen is None else corpus not in seen,
+                "held_out": None if in_training is None else not in_training,
                 "note": "from the checkpoint's recipe.yaml" if seen is not None else
                         "training corpora unknown (no recipe.yaml for this model)"}
         return out

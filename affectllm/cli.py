@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.cli import add_parser as add_data_parser
 
     add_data_parser(sub)
+    from .evaluation.predict import add_parser as add_predict_parser
+
+    add_predict_parser(sub)
     score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
                            add_help=False)
     score.set_defaults(func=None)

@@ -13,12 +13,16 @@ from ..errors import AffectError
 
 
 class SampleStore:
-    def __init__(self, folder: Path, fingerprint: dict, replace_stale: bool = False):
+    def __init__(self, folder: Path, fingerprint: dict, replace_stale: bool = False, rows_name: str = "samples.jsonl",
+                 run_name: str = "run.json"):
         """`replace_stale`: rows of a different run are moved aside to `<folder>.stale-N` (kept, never mixed)
-        instead of refused; for folders a tool owns, like `affectllm demo`'s, after a task changed version."""
+        instead of refused; for folders a tool owns, like `affectllm demo`'s, after a task changed version.
+        `rows_name`/`run_name`: file names of the rows and the fingerprint (`affectllm predict` writes the user's
+        `--output` file and `<output>.run.json` beside it)."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / "samples.jsonl"
+        self.path = self.folder / rows_name
+        self.run_path = self.folder / run_name
         diff = self.differs(fingerprint)
         if diff and replace_stale:
             n = 1
@@ -28,22 +32,23 @@ class SampleStore:
             self.folder.mkdir(parents=True)
             diff = []
         if diff:
-            raise AffectError(f"{self.folder} holds results of a different run (differs in: {', '.join(diff)}); "
-                              f"use another --output folder or delete this one")
+            where = self.folder if run_name == "run.json" else self.path
+            raise AffectError(f"{where} holds results of a different run (differs in: {', '.join(diff)}); "
+                              f"use another --output or delete it")
         self._write_fingerprint(fingerprint)
         self.rows: dict[str, dict] = {}
         self._load()
 
     def differs(self, fp: dict) -> list[str]:
         """Fingerprint keys in which the rows already here were produced differently ([] when none or no rows)."""
-        run = self.folder / "run.json"
+        run = self.run_path
         if run.is_file() and self.path.is_file() and self.path.stat().st_size > 0:
             old = json.loads(run.read_text())
             return sorted(k for k in set(old) | set(fp) if old.get(k) != fp.get(k))
         return []
 
     def _write_fingerprint(self, fp: dict) -> None:
-        run = self.folder / "run.json"
+        run = self.run_path
         tmp = run.with_suffix(".tmp")
         tmp.write_text(json.dumps(fp, indent=2, sort_keys=True))
         os.replace(tmp, run)

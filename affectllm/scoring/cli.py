@@ -3,9 +3,11 @@
     affectllm score --gold G.csv --pred P.csv --metric mer_wheel --lexicon DIR [--json] [--bootstrap N]
     affectllm score --gold G.csv --pred P.csv --metric mer2024_ov --synonyms openset-synonym.zip
     affectllm score --gold G.jsonl --pred P.jsonl --metric closed_set --label-set meld
+    affectllm score --gold clips.jsonl --pred preds.jsonl --metric closed_set --label-set labels.yaml   # your corpus
 
 Files: official csv (``name,openset`` with Python-list strings) or JSONL (``name``/``id`` plus ``labels``/
-``openset``, or raw model text in ``output``). Bad input exits with status 2 and a message naming file, row
+``openset``, or raw model text in ``output``); a manifest (`affectllm data`) is a gold file and the output of
+`affectllm predict` a prediction file as they are. Bad input exits with status 2 and a message naming file, row
 and column; the dispatcher in `affectllm/cli.py` calls `main(argv)`.
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", default="mer_wheel", help="registered metric (default: mer_wheel)")
     p.add_argument("--lexicon", help="MER emotion-wheel folder (format.csv, synonym.xlsx, wheel1..5.xlsx)")
     p.add_argument("--synonyms", help="MER2024 openset-synonym.zip (for mer2024_ov)")
-    p.add_argument("--label-set", help="closed label set name (meld, ravdess, goemotions, ...) or comma list")
+    p.add_argument("--label-set", help="closed label set: a name (meld, ravdess, goemotions, ...), a label-set YAML "
+                                       "(affectllm data; names, synonyms, lexicon mapping) or a comma list")
     p.add_argument("--embeddings", action="store_true", help="closed sets: MiniLM similarity fallback")
     p.add_argument("--bootstrap", type=int, default=0, metavar="N", help="add N-resample bootstrap 95%% CIs")
     p.add_argument("--seed", type=int, default=0)

@@ -124,6 +124,8 @@ def build_label_set(data: Any, where: str, default_name: str = "labels") -> Labe
         for word, role in [(e["name"], "name")] + [(s, "synonym") for s in syns]:
             key = norm_label(word)
             this = f"label '{name}' ({role} '{word}')"
+            if ls.synonyms.get(key) == name and role == "synonym":
+                continue                                 # a synonym spelling its own label's name: harmless
             if key in owner:
                 raise ConfigError(f"{where}: {this} collides with {owner[key]} after normalisation to '{key}'; "
                                   f"every name and synonym must stay distinct")

@@ -56,12 +56,12 @@ def group_split(samples: list[Sample], by: str, fractions: dict[str, float], see
     names = list(fractions)
     for i, name in enumerate(reversed(names)):       # test first, then dev; train keeps what remains
         if i == len(names) - 1:
-            assign.update({g: name for g in rest})
+            assign.update({str(g): name for g in rest})
             break
         share = fractions[name] / left
         gss = GroupShuffleSplit(n_splits=1, test_size=share, random_state=seed)
         keep, take = next(gss.split(rest, groups=rest))
-        assign.update({g: name for g in rest[take]})
+        assign.update({str(g): name for g in rest[take]})
         rest, left = rest[keep], left - fractions[name]
     return assign
 

@@ -67,29 +67,41 @@ def _vllm_logprobs(lp: dict | None, k: int) -> list[TokenLogprob] | None:
     return out
 
 
+DEFAULT_RETRY_AFTER_S = 5  # a vLLM we did not start (--vllm-url) and cannot restart: a hint, not an estimate
+
+
 class VLLMBackend:
-    """Talks to one vLLM server; `alive()` (from the launcher) returns None, or why the process is gone."""
+    """Talks to one vLLM server. `alive()` returns None, or why the engine is not serving; `retry_after()` seconds
+    until it should be back, or None when it will not (both from the supervisor when the gateway started vLLM)."""
 
     def __init__(self, url: str, api_key: str | None = None, alive: Callable[[], str | None] | None = None,
-                 max_model_len: int | None = None):
+                 max_model_len: int | None = None, retry_after: Callable[[], int | None] | None = None,
+                 status: Callable[[], dict] | None = None):
         import httpx
 
         self.url, self.alive, self.max_model_len = url.rstrip("/"), alive, max_model_len
+        self.retry_after = retry_after or (lambda: DEFAULT_RETRY_AFTER_S)
+        self.engine_status = status
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(base_url=self.url, headers=headers,
                                         timeout=httpx.Timeout(None, connect=5.0),
                                         limits=httpx.Limits(max_connections=2048, max_keepalive_connections=512))
 
-    def _check_alive(self) -> None:
+    def _retry_headers(self) -> dict[str, str] | None:
+        seconds = self.retry_after()
+        return {"Retry-After": str(seconds)} if seconds is not None else None
+
+    def check_available(self) -> None:
+        """503 (+ Retry-After while the engine restarts) before any work is spent on a request it cannot serve."""
         reason = self.alive() if self.alive else None
         if reason:
             raise APIError(503, f"the vLLM backend is not running ({reason}); the gateway cannot generate",
-                           type="server_error", code="backend_unavailable")
+                           type="server_error", code="backend_unavailable", headers=self._retry_headers())
 
     def _unavailable(self, e: Exception) -> APIError:
         reason = (self.alive() if self.alive else None) or type(e).__name__
         return APIError(503, f"the vLLM backend is unavailable ({reason})", type="server_error",
-                        code="backend_unavailable")
+                        code="backend_unavailable", headers=self._retry_headers())
 
     @staticmethod
     def _error(status: int, raw: bytes) -> APIError:
@@ -121,7 +133,7 @@ class VLLMBackend:
     async def complete(self, served: ServedModel, prep: Prepared, p: GenParams) -> Completion:
         import httpx
 
-        self._check_alive()
+        self.check_available()
         body = await self._body(served, prep, p, stream=False)
         try:
             resp = await self.client.post("/v1/completions", json=body)
@@ -140,7 +152,7 @@ class VLLMBackend:
         """Raises APIError before the first delta when vLLM refuses the request, so the client gets a 4xx."""
         import httpx
 
-        self._check_alive()
+        self.check_available()
         body = await self._body(served, prep, p, stream=True)
         try:
             resp = await self.client.send(self.client.build_request("POST", "/v1/completions", json=body), stream=True)
@@ -184,14 +196,14 @@ class VLLMBackend:
             return False, f"vLLM unreachable ({type(e).__name__})"
 
     async def load_lora(self, entry: ServedModel) -> None:
-        self._check_alive()
+        self.check_available()
         resp = await self.client.post("/v1/load_lora_adapter",
                                       json={"lora_name": entry.vllm_name, "lora_path": str(entry.adapter_dir)})
         if resp.status_code != 200:
             raise self._error(resp.status_code, resp.content)
 
     async def unload_lora(self, entry: ServedModel) -> None:
-        self._check_alive()
+        self.check_available()
         resp = await self.client.post("/v1/unload_lora_adapter", json={"lora_name": entry.vllm_name})
         if resp.status_code != 200:
             raise self._error(resp.status_code, resp.content)

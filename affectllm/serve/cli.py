@@ -56,6 +56,10 @@ def add_serve_parser(sub) -> None:
     g.add_argument("--vllm-url", help="use a running vLLM server instead of starting one")
     g.add_argument("--vllm-api-key", help="API key of --vllm-url")
     g.add_argument("--vllm-arg", action="append", default=[], help="extra argument for vLLM (repeatable)")
+    g.add_argument("--max-restarts", type=int, default=5,
+                   help="when vLLM dies, restart tries in a row before the gateway gives up (default 5)")
+    g.add_argument("--restart-backoff", type=float, default=1.0,
+                   help="seconds before the first restart try; doubled per try, at most 30 (default 1)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -94,7 +98,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     vllm = VLLMOptions(dtype=args.dtype, max_model_len=args.max_model_len,
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
                        prefix_caching=not args.no_prefix_caching, block_size=args.block_size, url=args.vllm_url, api_key=args.vllm_api_key,
-                       extra_args=list(args.vllm_arg))
+                       extra_args=list(args.vllm_arg), max_restarts=args.max_restarts,
+                       restart_backoff_s=args.restart_backoff)
     return run(args.model, backend=args.backend, cfg=cfg, loras=dict(args.lora), dtype=args.dtype, vllm=vllm,
                name=args.name)
 

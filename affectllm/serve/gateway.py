@@ -2,7 +2,7 @@
 
     POST /v1/chat/completions   text / image_url / input_audio / audio_url / video_url parts; stream or not
     GET  /v1/models             the base model and every LoRA artifact served
-    GET  /health                200 while the backend can generate, else 503
+    GET  /health                200 while the backend can generate, else 503 (+ Retry-After while vLLM restarts)
     POST /v1/load_lora_adapter  {"lora_name", "lora_path": artifact folder} (only under --runtime-lora-dir)
     POST /v1/unload_lora_adapter {"lora_name"}
 
@@ -92,6 +92,9 @@ class Gateway:
         """-> a response dict, or an async iterator of SSE bytes (stream=true)."""
         req = parse_chat_request(raw, self.cfg)
         served = self.model(req.model)
+        check = getattr(self.backend, "check_available", None)
+        if check is not None:  # a dead or restarting engine: 503 now, not after the tower work
+            check()
         messages, _ = await self.content.convert(req.messages)
         prep = await self.preparer.prepare(served, messages)
         params = self.params(req, len(prep.token_ids))
@@ -201,7 +204,7 @@ def create_app(gw: Gateway):
     app.state.gateway = gw
 
     def err(e: APIError) -> JSONResponse:
-        return JSONResponse(e.body(), status_code=e.status)
+        return JSONResponse(e.body(), status_code=e.status, headers=e.headers)
 
     @app.exception_handler(APIError)
     async def _api_error(request, e: APIError):
@@ -224,11 +227,15 @@ def create_app(gw: Gateway):
     @app.get("/health")
     async def health():
         ok, detail = await gw.backend.health()
+        status = getattr(gw.backend, "engine_status", None)
+        engine = {"engine": status()} if status else {}
         if ok:
-            return {"status": "ok", "detail": detail} if gw.cfg.api_key else \
-                {"status": "ok", "detail": detail, "models": gw.registry.names()}
-        return JSONResponse(error_body(f"backend unhealthy: {detail}", "server_error", code="backend_unavailable"),
-                            status_code=503)
+            return {"status": "ok", "detail": detail, **engine} if gw.cfg.api_key else \
+                {"status": "ok", "detail": detail, **engine, "models": gw.registry.names()}
+        retry = getattr(gw.backend, "retry_after", lambda: None)()
+        return JSONResponse({**error_body(f"backend unhealthy: {detail}", "server_error", code="backend_unavailable"),
+                             "status": engine["engine"]["state"] if engine else "unavailable", **engine},
+                            status_code=503, headers={"Retry-After": str(retry)} if retry is not None else None)
 
     @app.get("/v1/models")
     async def models(request: Request):

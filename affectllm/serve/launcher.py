@@ -265,6 +265,15 @@ class VLLMServer:
                    json={"model": self.served_name, "prompt": token_ids, "max_tokens": 2, "temperature": 0,
                          "logprobs": 1})
 
+    def load_lora(self, name: str, path: Path) -> None:
+        """Load a LoRA adapter at runtime (the supervisor re-loads the gateway's runtime LoRAs after a restart)."""
+        import httpx
+
+        resp = httpx.post(f"{self.url}/v1/load_lora_adapter", headers={"Authorization": f"Bearer {self.api_key}"},
+                          json={"lora_name": name, "lora_path": str(path)}, timeout=300)
+        if resp.status_code != 200:
+            raise RuntimeError(f"vLLM refused to re-load LoRA '{name}': HTTP {resp.status_code} {resp.text[:200]}")
+
     def descendants(self) -> list:
         import psutil
 
@@ -275,8 +284,9 @@ class VLLMServer:
         except psutil.NoSuchProcess:
             return []
 
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left (group and escaped descendants)."""
+    def stop(self, timeout: float = 20.0, keep_workdir: bool = False) -> None:
+        """SIGTERM the process group, then SIGKILL whatever is left (group and escaped descendants).
+        `keep_workdir`: keep the folder and its log for a restart (the supervisor's), which appends to the log."""
         import psutil
 
         if self.proc is not None:
@@ -301,7 +311,8 @@ class VLLMServer:
                 pass
         for short in self._short_dirs:
             shutil.rmtree(short, ignore_errors=True)
-        if self._own_workdir and self.workdir is not None:
+        self._short_dirs.clear()
+        if self._own_workdir and self.workdir is not None and not keep_workdir:
             keep = os.environ.get("AFFECTLLM_KEEP_VLLM_LOG")
             if keep and self.log_path and Path(self.log_path).exists():
                 shutil.copy(self.log_path, keep)

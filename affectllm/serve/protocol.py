@@ -18,9 +18,10 @@ class APIError(Exception):
     """An error answered in the OpenAI format; `status` is the HTTP status."""
 
     def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
+                 code: str | None = None, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers  # e.g. Retry-After on a 503
 
     def body(self) -> dict:
         return error_body(self.message, self.type, self.param, self.code)

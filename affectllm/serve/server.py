@@ -33,6 +33,8 @@ class VLLMOptions:
     extra_args: list[str] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 900.0
+    max_restarts: int = 5  # restart tries in a row after vLLM dies, before the gateway gives up (see supervisor.py)
+    restart_backoff_s: float = 1.0
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Running:
     vllm: object | None
     server: object | None = None
     thread: threading.Thread | None = None
+    supervisor: object | None = None  # EngineSupervisor of `vllm`
 
     @property
     def url(self) -> str:
@@ -53,7 +56,9 @@ class Running:
             self.server.should_exit = True
         if self.thread is not None:
             self.thread.join(timeout=30)
-        if self.vllm is not None:
+        if self.supervisor is not None:
+            self.supervisor.close()  # stops vLLM too, also one it is restarting right now
+        elif self.vllm is not None:
             self.vllm.stop()
         self.gateway.executor.shutdown(wait=False, cancel_futures=True)
 
@@ -116,7 +121,7 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
     for lora_name, path in (loras or {}).items():
         registry.add_lora(lora_name, path)
     log.info("models loaded in %.1f s: %s", time.perf_counter() - t0, ", ".join(registry.names()))
-    proc = None
+    proc = supervisor = None
     if backend == "hf":
         gw = Gateway(registry, None, cfg)  # backend set below: it shares the gateway's model thread
         gw.backend = HFBackend(gw.executor)
@@ -135,6 +140,7 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
                               runtime_lora=True, cache_root=opts.cache_root, workdir=opts.workdir,
                               extra_args=opts.extra_args, extra_env=opts.extra_env)
             log.info("starting vLLM: %s", " ".join(proc.command()).replace(proc.api_key, "***"))
+            t1 = time.perf_counter()
             proc.start()
             try:
                 proc.wait_ready(opts.ready_timeout_s)
@@ -142,11 +148,32 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
                 proc.stop()
                 raise
             url, key = proc.url, proc.api_key
-            proc.warmup(registry.base.pipe.processor.tokenizer("warm up", add_special_tokens=False).input_ids or [0])
+            warm_ids = registry.base.pipe.processor.tokenizer("warm up", add_special_tokens=False).input_ids or [0]
+            proc.warmup(warm_ids)
+            start_s = time.perf_counter() - t1
             log.info("vLLM ready at %s after %.1f s", url, time.perf_counter() - t0)
+            supervisor = _supervise(proc, registry, opts, warm_ids, start_s)
         max_len = opts.max_model_len if proc is not None else _served_max_len(url, key, opts.max_model_len)
-        gw = Gateway(registry, VLLMBackend(url, key, alive=proc.alive if proc else None, max_model_len=max_len), cfg)
-    return Running(gw, create_app(gw), proc)
+        backend = VLLMBackend(url, key, alive=supervisor.reason if proc else None, max_model_len=max_len,
+                              retry_after=supervisor.retry_after if proc else None,
+                              status=supervisor.status if proc else None)
+        gw = Gateway(registry, backend, cfg)
+    return Running(gw, create_app(gw), proc, supervisor=supervisor)
+
+
+def _supervise(proc, registry, opts: VLLMOptions, warm_ids: list[int], start_s: float):
+    """Restart vLLM when it dies; after a restart, warm it up and re-load the LoRAs loaded at runtime."""
+    from .supervisor import EngineSupervisor, RestartPolicy
+
+    def on_ready() -> None:
+        proc.warmup(warm_ids)
+        for m in registry.loras():
+            if m.vllm_name not in proc.loras:
+                proc.load_lora(m.vllm_name, m.adapter_dir)
+
+    policy = RestartPolicy(max_restarts=opts.max_restarts, backoff_s=opts.restart_backoff_s,
+                           ready_timeout_s=opts.ready_timeout_s)
+    return EngineSupervisor(proc, policy, on_ready=on_ready, start_s=start_s)
 
 
 def start(source: str, **kwargs) -> Running:
@@ -190,22 +217,14 @@ def run(source: str, **kwargs) -> int:
     server = uvicorn.Server(uvicorn.Config(running.app, host=cfg.host, port=cfg.port, log_level="info",
                                            access_log=False, timeout_graceful_shutdown=5))
     running.server = server
-    if running.vllm is not None:  # a dead vLLM is reported by /health (503); log it once
-        def watch() -> None:
-            while not server.should_exit:
-                reason = running.vllm.alive()
-                if reason:
-                    log.error("%s; requests now get 503. Log tail:\n%s", reason, running.vllm.log_tail(10))
-                    return
-                time.sleep(1.0)
-
-        threading.Thread(target=watch, daemon=True).start()
     try:
         print(f"affectllm gateway on http://{cfg.host}:{cfg.port}  models: {', '.join(running.gateway.registry.names())}"
               f"  backend: {kwargs.get('backend', 'vllm')}", flush=True)
         server.run()
     finally:
         signal.signal(signal.SIGTERM, previous)
-        if running.vllm is not None:
+        if running.supervisor is not None:
+            running.supervisor.close()
+        elif running.vllm is not None:
             running.vllm.stop()
     return 0

@@ -129,6 +129,8 @@ class Ingestor:
             kind = detect_kind(full)
         except MediaError as e:
             return self.problem(where, "unsupported", str(e))
+        except OSError as e:                             # e.g. no permission to read it
+            return self.problem(where, "undecodable", f"cannot read {full}: {e.strerror or e}")
         if self.opts.decode:
             lim = self.opts.limits
             try:
@@ -138,7 +140,7 @@ class Ingestor:
                     load_image(full, limits=lim)
                 else:
                     load_video(full, num_frames=1, limits=lim, with_audio=False)
-            except MediaError as e:
+            except (MediaError, OSError) as e:
                 return self.problem(where, "undecodable", f"cannot decode: {e}")
         key = str(full)
         if key in self._paths:

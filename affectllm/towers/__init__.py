@@ -8,8 +8,10 @@ from transformers import AutoConfig, AutoModel
 
 from .hog import HOGConfig, HOGVisionEncoder
 from .prosody import ProsodyAudioEncoder, ProsodyConfig
+from .xception import FERXceptionConfig, FERXceptionEncoder
 
-for _cfg, _model in ((ProsodyConfig, ProsodyAudioEncoder), (HOGConfig, HOGVisionEncoder)):
+for _cfg, _model in ((ProsodyConfig, ProsodyAudioEncoder), (HOGConfig, HOGVisionEncoder),
+                     (FERXceptionConfig, FERXceptionEncoder)):
     try:
         AutoConfig.register(_cfg.model_type, _cfg)
     except ValueError:  # already registered (module reloaded)
@@ -19,4 +21,5 @@ for _cfg, _model in ((ProsodyConfig, ProsodyAudioEncoder), (HOGConfig, HOGVision
     except ValueError:
         pass
 
-__all__ = ["ProsodyConfig", "ProsodyAudioEncoder", "HOGConfig", "HOGVisionEncoder"]
+__all__ = ["ProsodyConfig", "ProsodyAudioEncoder", "HOGConfig", "HOGVisionEncoder", "FERXceptionConfig",
+           "FERXceptionEncoder"]

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..errors import ConfigError
 
 log = logging.getLogger("affectllm")
-FITTABLE = ("affect_prosody", "affect_hog")  # towers with a fit_normalization(...) of their own
+FITTABLE = ("affect_prosody", "affect_hog", "affect_fer_xception")  # towers with a fit_normalization(...) of their own
 
 
 def needs_fit(tower) -> bool:

@@ -149,6 +149,8 @@ def kill_under_load(running, kill, clients: int = 16, timeout: float = 60.0, res
                 row = (i, kind, type(e).__name__, None, t0, time.monotonic() - t0)
             with lock:
                 results.append(row)
+            if row[2] == 503 and row[3]:
+                time.sleep(min(int(row[3]), 1.0))  # a polite client honours Retry-After (capped: the test waits)
 
     def wait(cond, limit: float, what: str) -> None:
         t0 = time.monotonic()

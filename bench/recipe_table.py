@@ -55,12 +55,12 @@ def fmt(value, lo=None, hi=None, n=None) -> str:
 
 def baseline(corpus: str, split: str, metric: str) -> str:
     """The classical baseline's number for the same split (bench/baselines.py): TF-IDF + LR for text, the prosody
-    linear probe for speech (trained on train), the HOG linear SVM chosen by grouped CV on train for faces."""
+    linear probe for speech (trained on train), the linear SVM on mini's own face tower (C by grouped CV on train)."""
     path = RESULTS / "baselines.json"
     if not path.is_file():
         return "–"
     data = json.loads(path.read_text()).get(corpus, {})
-    block = (data.get("chosen") or {}).get(split) if corpus == "ckplus" else data.get(split)
+    block = (data.get("mini_preset") or {}).get(split) if corpus == "ckplus" else data.get(split)
     short = metric.split(".")[-1]
     if not block or short not in block:
         return "–"

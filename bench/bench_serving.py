@@ -10,6 +10,7 @@ Prefix caching is reset between the direct and the gateway runs so neither inher
 
     .venv/bin/python bench/bench_serving.py                     # ~10 min on 2 cores
     .venv/bin/python bench/bench_serving.py --hf-settings fp32:16 --soak-seconds 30   # quicker
+    .venv/bin/python bench/bench_serving.py soak --minutes 10 --clients 16 --kill-at 0.4   # see soak.py
 """
 from __future__ import annotations
 
@@ -134,6 +135,10 @@ def metrics(url: str, key: str) -> dict:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["soak"]:  # the supervised-gateway soak with an engine kill (issue 14): its own module
+        from soak import main as soak_main
+
+        return soak_main(sys.argv[2:])
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="mini")
     ap.add_argument("--n", type=int, default=256)

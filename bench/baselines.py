@@ -62,7 +62,8 @@ MELD_C_GRID = (0.3, 1.0, 3.0, 10.0)
 MELD_CLASS_WEIGHT = (None, "balanced")
 LR_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 SVM_GRID = (0.0001, 0.001, 0.01, 0.1, 1.0)
-HOG_GRID = [{"image_size": s, "num_channels": 1, "cell_size": c, "block_size": 2, "num_bins": 9, "extra_features": e}
+HOG_GRID = [{"model_type": "affect_hog", "image_size": s, "num_channels": 1, "cell_size": c, "block_size": 2,
+             "num_bins": 9, "extra_features": e}
             for s in (48, 64) for c in (4, 6, 8) if s % c == 0 for e in ("none", "lbp")]
 
 
@@ -255,7 +256,8 @@ def run_ckplus() -> dict:
 
     def features(hog: dict, fit_on: np.ndarray, *apply_to: np.ndarray) -> list[np.ndarray]:
         """Flattened tokens with the tower normalisation fitted on `fit_on` only (as the recipes fit it on their
-        training split), projected on the span of the `fit_on` rows (exact for the dual SVM: see rowspace_basis)."""
+        training split), projected on the span of the `fit_on` rows (exact for the dual SVM: see rowspace_basis).
+        `hog` = {} means the `mini` preset's own (pretrained) vision tower."""
         tower, _ = tower_from_preset("mini", "vision", **hog)
         tower.fit_normalization(torch_tensor(fit_on))
         V = rowspace_basis(image_tokens(tower, fit_on))
@@ -266,8 +268,11 @@ def run_ckplus() -> dict:
 
     folds = list(GroupKFold(5).split(y["train"], y["train"], subj["train"]))
 
+    def size(hog: dict) -> int:
+        return hog.get("image_size") or tower_from_preset("mini", "vision")[1].image_size
+
     def cv_uar(hog: dict) -> dict[float, float]:
-        px = pixels(hog["image_size"])["train"]
+        px = pixels(size(hog))["train"]
         per_c = {c: [] for c in SVM_GRID}
         for tr, va in folds:
             Xtr, Xva = features(hog, px[tr], px[tr], px[va])
@@ -277,7 +282,7 @@ def run_ckplus() -> dict:
         return {c: float(np.mean(v)) for c, v in per_c.items()}
 
     def evaluate(hog: dict, c: float) -> dict:
-        px = pixels(hog["image_size"])
+        px = pixels(size(hog))
         Xtr, Xdev, Xte = features(hog, px["train"], px["train"], px["dev"], px["test"])
         clf = svm(c).fit(Xtr, y["train"])
         keys = ("uar", "accuracy")
@@ -303,15 +308,16 @@ def run_ckplus() -> dict:
             grid.append({"config": hog, "cv_uar_per_c": {f"{k:g}": v for k, v in scores.items()},
                          "best_c": best, "cv_uar": scores[best]})
         chosen = max(grid, key=lambda g: g["cv_uar"])  # ties -> the first in grid order
-        _, mini_full = tower_from_preset("mini", "vision")  # the preset's vision_config with its defaults
-        mini_cfg = {k: getattr(mini_full, k) for k in HOG_GRID[0]}
-        mini_scores = cv_uar(mini_cfg)
+        _, mini_full = tower_from_preset("mini", "vision")  # the preset's own tower (pretrained weights if any)
+        mini_cfg = {"model_type": mini_full.model_type}
+        mini_scores = cv_uar({})
         mini_c = max(mini_scores, key=mini_scores.get)
         chosen_eval = evaluate(chosen["config"], chosen["best_c"])
-        mini_eval = evaluate(mini_cfg, mini_c)
+        mini_eval = evaluate({}, mini_c)
     return {
-        "model": "HOG tower (block tokens, normalisation fitted on the training part) flattened -> LinearSVC "
-                 "(squared hinge, dual, class_weight balanced; fitted in the exact row-space projection)",
+        "model": "vision tower tokens (normalisation fitted on the training part) flattened -> LinearSVC "
+                 "(squared hinge, dual, class_weight balanced; fitted in the exact row-space projection); 'chosen' "
+                 "= the best HOG configuration, 'mini_preset' = the preset's own tower",
         "input": "media.load_image (RGB) -> processor resize (shortest side to image_size, bicubic, centre crop), "
                  "the tower's own grey conversion; CK+ crops are 48x48 grey",
         "splits": {k: {"n": len(v), "subjects": len(set(subj[k]))} for k, v in splits.items()},
@@ -377,9 +383,9 @@ def table(res: dict) -> str:
         rows.append(("", "", f"dev n={ch['dev']['n']}", "UAR", fmt(ch["dev"], "uar", True), "train only"))
         rows.append(("", "", f"test n={ch['test']['n']}", "UAR", fmt(ch["test"], "uar", True), "train only"))
         rows.append(("", "", "", "UAR", fmt(ch["test_refit_train_dev"], "uar", True), "refit train+dev"))
-        mc = mini["config"]
-        name = f"mini HOG {mc['image_size']}px cell{mc['cell_size']} {mc['extra_features']}"
-        rows.append(("", name, "cv(train)", "UAR", f"{mini['cv_uar']:.3f}", f"C={mini['C']:g}"))
+        rows.append(("", f"mini tower ({mini['config']['model_type']})", "cv(train)", "UAR", f"{mini['cv_uar']:.3f}",
+                     f"C={mini['C']:g}"))
+        rows.append(("", "", f"dev n={mini['dev']['n']}", "UAR", fmt(mini["dev"], "uar", True), "train only"))
         rows.append(("", "", f"test n={mini['test']['n']}", "UAR", fmt(mini["test"], "uar", True), "train only"))
     widths = [max(len(r[i]) for r in rows) for i in range(6)]
     head = ("corpus", "baseline", "split", "metric", "value [95% CI]", "chosen on train/dev")

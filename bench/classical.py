@@ -57,14 +57,19 @@ def pick_c(make: Callable[[float], Any], X, y, groups, n_splits: int, grid) -> t
 
 # ---- towers ----------------------------------------------------------------------------------------------------
 def tower_from_preset(preset: str, which: str, **overrides):
-    """(tower, config) for the preset's `audio_config` / `vision_config` (plus overrides), built from its config
-    alone: no LLM, no weights (the `mini` towers are deterministic feature extractors)."""
+    """(tower, config) for the preset's `audio_config` / `vision_config`, no LLM. Without overrides a tower with
+    pretrained weights (`{which}_path`, e.g. mini's FER mini-Xception) is loaded from its local folder; with
+    overrides (e.g. a HOG grid point, `model_type` included) the tower is built from its config alone."""
     import affectllm.towers  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoModel
 
-    from affectllm.presets import preset_spec
+    from affectllm.presets import _local_dir, preset_spec
 
-    spec = dict(preset_spec(preset)[f"{which}_config"])
+    full = preset_spec(preset)
+    if not overrides and f"{which}_path" in full:
+        tower = AutoModel.from_pretrained(_local_dir(full[f"{which}_path"], f"{which} tower")).eval()
+        return tower, tower.config
+    spec = dict(full[f"{which}_config"])
     spec.update(overrides)
     cfg = AutoConfig.for_model(spec.pop("model_type"), **spec)
     return AutoModel.from_config(cfg).eval(), cfg

@@ -80,6 +80,18 @@ def test_mp3_that_resyncs_decodes_silently(capfd, mp3s):
     assert capfd.readouterr().err == ""
 
 
+@pytest.mark.parametrize("name", ["damaged_middle.mp3", "frames_then_garbage.mp3"])
+def test_speech_cues_decode_is_silent_too(capfd, mp3s, name):
+    """The training data's cue extractor (data/cues.py) reads audio with soundfile itself: same capture."""
+    from affectllm.data.cues import load_audio as cue_audio
+
+    try:
+        cue_audio(mp3s / name)
+    except MediaError:  # what the PyAV fallback says of garbage; the point here is stderr
+        pass
+    assert capfd.readouterr().err == ""
+
+
 def test_cli_chat_on_corrupt_mp3_prints_exactly_one_line(capfd, mp3s):
     code = main(["chat", "--model", "tiny", "--audio", str(mp3s / "frames_then_garbage.mp3"), "--max-new-tokens", "2"])
     err = capfd.readouterr().err

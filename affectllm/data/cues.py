@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cstderr import captured_c_stderr
 from ..errors import MediaError
 from .paths import cache_dir
 
@@ -36,7 +37,8 @@ def load_audio(path: str | Path, sr: int = SR) -> np.ndarray:
         raise MediaError(f"audio file not found: {path}")
     try:
         import soundfile as sf
-        y, native = sf.read(path, dtype="float32", always_2d=True)
+        with captured_c_stderr():  # libmpg123 prints resync notes on a damaged MP3 to fd 2 (as in media.py)
+            y, native = sf.read(path, dtype="float32", always_2d=True)
         y = y.mean(axis=1)
     except Exception:  # not a soundfile format: decode the audio track with PyAV
         y, native = _decode_av(path)

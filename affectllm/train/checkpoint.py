@@ -68,25 +68,38 @@ def save_checkpoint(output_dir: Path, step: int, pipe, base: str, recipe_yaml: s
     ckpts = output_dir / "checkpoints"
     final = ckpts / f"step-{step:06d}"
     partial = ckpts / f".step-{step:06d}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    save_artifact(pipe, partial, base=base, recipe_yaml=recipe_yaml)
-    save_file(trainable_state(pipe.model), str(partial / "trainable.safetensors"))
-    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(opt_tensors, str(partial / "optimizer.safetensors"))
-    rng_tensors, rng_meta = rng_state()
-    save_file(rng_tensors, str(partial / "rng.safetensors"))
-    meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta,
-            **trainer_state}
-    (partial / "trainer_state.json").write_text(json.dumps(meta))
-    if final.exists():
-        shutil.rmtree(final)
-    partial.rename(final)
+    shutil.rmtree(partial, ignore_errors=True)  # left by a kill -9 (nothing else can leave one)
+    try:
+        save_artifact(pipe, partial, base=base, recipe_yaml=recipe_yaml)  # fsyncs its own files
+        written = [partial / "trainable.safetensors", partial / "optimizer.safetensors", partial / "rng.safetensors"]
+        save_file(trainable_state(pipe.model), str(written[0]))
+        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(opt_tensors, str(written[1]))
+        rng_tensors, rng_meta = rng_state()
+        save_file(rng_tensors, str(written[2]))
+        meta = {"step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(), "rng": rng_meta,
+                **trainer_state}
+        written.append(partial / "trainer_state.json")
+        written[-1].write_text(json.dumps(meta))
+        for f in written:  # on disk before the rename makes the checkpoint look complete (a power cut)
+            _fsync(f)
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+    except BaseException:  # a full disk, a bad state dict, Ctrl-C: no half checkpoint left to the next save
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     tmp_latest = output_dir / ".latest.tmp"
     tmp_latest.write_text(final.name)
     os.replace(tmp_latest, output_dir / "latest")
     for old in sorted(ckpts.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:

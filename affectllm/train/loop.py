@@ -7,6 +7,8 @@ loss check before any update, metrics to JSONL (+ TensorBoard when installed), t
 from __future__ import annotations
 
 import json
+import logging
+import os
 import time
 from pathlib import Path
 
@@ -23,12 +25,17 @@ from .recipe import Recipe
 from .setup import parameter_groups, prepare_model
 
 
+logger = logging.getLogger("affectllm.train")
+
+
 class TrainingDiverged(AffectError):
     """The loss became NaN/inf: training stopped before applying the update; the last good checkpoint stays."""
 
 
 class MetricsLog:
-    """Append-only JSONL (truncated past the resume step so a resumed run has one consistent curve)."""
+    """Append-only JSONL (truncated past the resume step so a resumed run has one consistent curve). A kill or a
+    full disk can leave the last line torn: resume drops it, and rewrites the file atomically (a second failure
+    during the rewrite leaves the old file whole)."""
 
     def __init__(self, path: Path, resume_step: int, enabled: bool, tensorboard: bool):
         self.path, self.enabled = path, enabled
@@ -36,8 +43,10 @@ class MetricsLog:
         if not enabled:
             return
         if path.exists():
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln).get("step", 0) <= resume_step]
-            path.write_text("".join(ln + "\n" for ln in keep))
+            old = path.read_text()
+            text = "".join(ln + "\n" for ln in _records_upto(path, old, resume_step))
+            if text != old:
+                _replace_text(path, text)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -55,6 +64,39 @@ class MetricsLog:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self.tb.add_scalar(k, v, record["step"])
+
+
+def _records_upto(path: Path, text: str, step: int) -> list[str]:
+    """The lines of records up to `step`; a torn last line is dropped with one warning, a bad line elsewhere is
+    not a torn write and stops the resume with its line number."""
+    lines = text.splitlines()
+    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
+    keep = []
+    for i, ln in enumerate(lines):
+        if not ln.strip():
+            continue
+        try:
+            record = json.loads(ln)
+        except ValueError:
+            if i == last:
+                logger.warning("%s: dropped a torn last line (an interrupted write): %.60r", path, ln)
+                break
+            raise AffectError(f"{path} line {i + 1} is not JSON ({ln[:60]!r}); fix or delete the file to resume")
+        if record.get("step", 0) <= step:
+            keep.append(ln)
+    return keep
+
+
+def _replace_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _schedule(recipe: Recipe, total: int, start: int = 0):

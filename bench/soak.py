@@ -268,7 +268,10 @@ def main(argv: list[str]) -> int:
         warm_up(url, mix, args.timeout)
         out = asyncio.run(run_load(url, mix, args, gw.pid))
         engine = httpx.get(f"{url}/health", timeout=10).json().get("engine", {})
-        engine_pid = engine_process(gw.pid).pid
+        try:
+            engine_pid = engine_process(gw.pid).pid
+        except RuntimeError:  # none (the supervisor gave up): the report still says so, via engine_state_at_end
+            engine_pid = None
     except BaseException:
         print(gateway_log(work), file=sys.stderr)
         raise
@@ -280,7 +283,7 @@ def main(argv: list[str]) -> int:
         shutil.rmtree(work, ignore_errors=True)
     import psutil
 
-    if psutil.pid_exists(engine_pid) and psutil.Process(engine_pid).status() != psutil.STATUS_ZOMBIE:
+    if engine_pid and psutil.pid_exists(engine_pid) and psutil.Process(engine_pid).status() != psutil.STATUS_ZOMBIE:
         print(f"warning: engine pid {engine_pid} outlived the gateway", file=sys.stderr)
     rss = out["rss"]
     # 16 concurrent clients grow the allocator's pools for a while after the one-per-kind warm-up (measured: +120

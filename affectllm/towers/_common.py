@@ -55,3 +55,42 @@ class FrozenFeaturesMixin:
         model = super().from_pretrained(*args, **kwargs)
         model.requires_grad_(False)
         return model
+
+
+class GridTokenNormalization:
+    """The frozen per-dim affine z = (raw - shift) * scale of an image tower's grid tokens (identity until
+    `fit_normalization` sees a training split; stored in the config, so it travels with the tower). A tower using it
+    calls `_init_affine()` in `__init__`, `_init_affine_weights()` from `_init_weights`, and provides
+    `_raw_tokens(pixel_values) -> [B, N, hidden]`."""
+
+    def _init_affine(self) -> None:
+        d = self.config.hidden_size  # parameters (not buffers) so the tower has a dtype/device even when stateless
+        self.feature_shift = torch.nn.Parameter(torch.zeros(d), requires_grad=False)
+        self.feature_scale = torch.nn.Parameter(torch.ones(d), requires_grad=False)
+
+    def _init_affine_weights(self) -> None:
+        mean, std, d = self.config.norm_mean, self.config.norm_std, self.config.hidden_size
+        copy_param_(self.feature_shift, torch.tensor(mean, dtype=torch.float64).float() if mean else torch.zeros(d))
+        scale = (1.0 / torch.tensor(std, dtype=torch.float64).clamp_min(1e-6)).float() if std else torch.ones(d)
+        copy_param_(self.feature_scale, scale)
+
+    def _normalise(self, raw: torch.Tensor) -> torch.Tensor:
+        return ((raw.float() - self.feature_shift.float()) * self.feature_scale.float()).to(self.feature_scale.dtype)
+
+    @torch.no_grad()
+    def fit_normalization(self, pixel_values, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-dim mean/std of the raw tokens over a set of images ([N, C, S, S]); stored in the parameters and in
+        config.norm_mean/norm_std. Returns (mean, std)."""
+        d = self.config.hidden_size
+        s1, s2, n = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0
+        for i in range(0, len(pixel_values), batch_size):
+            raw = self._raw_tokens(pixel_values[i: i + batch_size]).double().cpu().reshape(-1, d)
+            s1, s2, n = s1 + raw.sum(0), s2 + raw.pow(2).sum(0), n + raw.shape[0]
+        if n == 0:
+            raise MediaError("fit_normalization needs at least one image")
+        mean = s1 / n
+        std = (s2 / n - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-4)
+        self.config.norm_mean, self.config.norm_std = stats_to_list(mean), stats_to_list(std)
+        copy_param_(self.feature_shift, mean.float())
+        copy_param_(self.feature_scale, (1.0 / std).float())
+        return mean.float(), std.float()

@@ -21,7 +21,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import ConfigError, MediaError
-from ._common import FrozenFeaturesMixin, as_float_batch, copy_param_, stats_to_list
+from ._common import FrozenFeaturesMixin, GridTokenNormalization, as_float_batch
 
 _EXTRA_DIMS = {"none": 0, "lbp": 8, "intensity": 2}
 _NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1))
@@ -85,7 +85,7 @@ class HOGConfig(PretrainedConfig):
         return self.blocks_per_side**2
 
 
-class HOGVisionEncoder(FrozenFeaturesMixin, PreTrainedModel):
+class HOGVisionEncoder(FrozenFeaturesMixin, GridTokenNormalization, PreTrainedModel):
     config_class = HOGConfig
     base_model_prefix = "hog"
     main_input_name = "pixel_values"
@@ -93,17 +93,12 @@ class HOGVisionEncoder(FrozenFeaturesMixin, PreTrainedModel):
 
     def __init__(self, config: HOGConfig):
         super().__init__(config)
-        # frozen affine z = (f - shift) * scale (identity by default); parameters so the tower has a dtype/device
-        self.feature_shift = nn.Parameter(torch.zeros(config.hidden_size), requires_grad=False)
-        self.feature_scale = nn.Parameter(torch.ones(config.hidden_size), requires_grad=False)
+        self._init_affine()
         self.post_init()
 
     def _init_weights(self, module):
         if module is self:
-            mean, std, d = self.config.norm_mean, self.config.norm_std, self.config.hidden_size
-            copy_param_(self.feature_shift, torch.tensor(mean, dtype=torch.float64).float() if mean else torch.zeros(d))
-            scale = (1.0 / torch.tensor(std, dtype=torch.float64).clamp_min(1e-6)).float() if std else torch.ones(d)
-            copy_param_(self.feature_scale, scale)
+            self._init_affine_weights()
 
     def _grey(self, pixel_values) -> torch.Tensor:
         c = self.config
@@ -163,8 +158,8 @@ class HOGVisionEncoder(FrozenFeaturesMixin, PreTrainedModel):
         c = self.config
         output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = c.return_dict if return_dict is None else return_dict
-        _, raw = self._features(self._grey(pixel_values).to(self.feature_scale.device))
-        tokens = ((raw - self.feature_shift.float()) * self.feature_scale.float()).to(self.feature_scale.dtype)
+        raw = self._raw_tokens(pixel_values)
+        tokens = self._normalise(raw)
         hidden = (raw.to(tokens.dtype), tokens) if output_hidden_states else None
         if not return_dict:
             return (tokens, hidden) if hidden is not None else (tokens,)
@@ -175,21 +170,5 @@ class HOGVisionEncoder(FrozenFeaturesMixin, PreTrainedModel):
         """Magnitude-weighted orientation histograms per cell, [B, cells (row-major), num_bins], unnormalised."""
         return self._features(self._grey(pixel_values).to(self.feature_scale.device))[0]
 
-    @torch.no_grad()
-    def fit_normalization(self, pixel_values, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dim mean/std of the raw tokens over a set of images ([N, C, S, S]); stored in the parameters and in
-        config.norm_mean/norm_std. Returns (mean, std)."""
-        d = self.config.hidden_size
-        s1, s2, n = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0
-        for i in range(0, len(pixel_values), batch_size):
-            _, raw = self._features(self._grey(pixel_values[i: i + batch_size]).to(self.feature_scale.device))
-            raw = raw.double().cpu().reshape(-1, d)
-            s1, s2, n = s1 + raw.sum(0), s2 + raw.pow(2).sum(0), n + raw.shape[0]
-        if n == 0:
-            raise MediaError("fit_normalization needs at least one image")
-        mean = s1 / n
-        std = (s2 / n - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-4)
-        self.config.norm_mean, self.config.norm_std = stats_to_list(mean), stats_to_list(std)
-        copy_param_(self.feature_shift, mean.float())
-        copy_param_(self.feature_scale, (1.0 / std).float())
-        return mean.float(), std.float()
+    def _raw_tokens(self, pixel_values) -> torch.Tensor:
+        return self._features(self._grey(pixel_values).to(self.feature_scale.device))[1]

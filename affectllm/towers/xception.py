@@ -19,7 +19,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import ConfigError, MediaError
-from ._common import FrozenFeaturesMixin, as_float_batch, copy_param_, stats_to_list
+from ._common import FrozenFeaturesMixin, GridTokenNormalization, as_float_batch
 
 FER2013_CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 BN_EPS = 1e-3  # Keras BatchNormalization default
@@ -100,7 +100,7 @@ class ResidualModule(nn.Module):
         return tf_same_max_pool(y) + self.shortcut_bn(self.shortcut(x))
 
 
-class FERXceptionEncoder(FrozenFeaturesMixin, PreTrainedModel):
+class FERXceptionEncoder(FrozenFeaturesMixin, GridTokenNormalization, PreTrainedModel):
     config_class = FERXceptionConfig
     base_model_prefix = "fer_xception"
     main_input_name = "pixel_values"
@@ -112,16 +112,12 @@ class FERXceptionEncoder(FrozenFeaturesMixin, PreTrainedModel):
         self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, bias=False), _bn(8)
         self.blocks = nn.ModuleList(ResidualModule(a, b) for a, b in ((8, 16), (16, 32), (32, 64), (64, 128)))
         self.classifier = nn.Conv2d(128, len(config.class_names), 3, padding=1)
-        self.feature_shift = nn.Parameter(torch.zeros(config.hidden_size), requires_grad=False)
-        self.feature_scale = nn.Parameter(torch.ones(config.hidden_size), requires_grad=False)
+        self._init_affine()
         self.post_init()
 
     def _init_weights(self, module):
         if module is self:
-            mean, std, d = self.config.norm_mean, self.config.norm_std, self.config.hidden_size
-            copy_param_(self.feature_shift, torch.tensor(mean, dtype=torch.float64).float() if mean else torch.zeros(d))
-            scale = (1.0 / torch.tensor(std, dtype=torch.float64).clamp_min(1e-6)).float() if std else torch.ones(d)
-            copy_param_(self.feature_scale, scale)
+            self._init_affine_weights()
 
     def _input(self, pixel_values) -> torch.Tensor:
         s = self.config.image_size
@@ -149,8 +145,8 @@ class FERXceptionEncoder(FrozenFeaturesMixin, PreTrainedModel):
         c = self.config
         output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
         return_dict = c.return_dict if return_dict is None else return_dict
-        raw, _ = self._raw(pixel_values)
-        tokens = ((raw.float() - self.feature_shift.float()) * self.feature_scale.float()).to(self.feature_scale.dtype)
+        raw = self._raw_tokens(pixel_values)
+        tokens = self._normalise(raw)
         hidden = (raw.to(tokens.dtype), tokens) if output_hidden_states else None
         if not return_dict:
             return (tokens, hidden) if hidden is not None else (tokens,)
@@ -161,20 +157,5 @@ class FERXceptionEncoder(FrozenFeaturesMixin, PreTrainedModel):
         """The pretrained classifier's probabilities over ``config.class_names``, [B, classes]."""
         return self._raw(pixel_values)[1].float().softmax(-1)
 
-    @torch.no_grad()
-    def fit_normalization(self, pixel_values, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dim mean/std of the raw tokens over a set of images ([N, C, S, S]); stored in the parameters and in
-        config.norm_mean/norm_std. Returns (mean, std)."""
-        d = self.config.hidden_size
-        s1, s2, n = torch.zeros(d, dtype=torch.float64), torch.zeros(d, dtype=torch.float64), 0
-        for i in range(0, len(pixel_values), batch_size):
-            raw = self._raw(pixel_values[i: i + batch_size])[0].double().cpu().reshape(-1, d)
-            s1, s2, n = s1 + raw.sum(0), s2 + raw.pow(2).sum(0), n + raw.shape[0]
-        if n == 0:
-            raise MediaError("fit_normalization needs at least one image")
-        mean = s1 / n
-        std = (s2 / n - mean.pow(2)).clamp_min(0).sqrt().clamp_min(1e-4)
-        self.config.norm_mean, self.config.norm_std = stats_to_list(mean), stats_to_list(std)
-        copy_param_(self.feature_shift, mean.float())
-        copy_param_(self.feature_scale, (1.0 / std).float())
-        return mean.float(), std.float()
+    def _raw_tokens(self, pixel_values) -> torch.Tensor:
+        return self._raw(pixel_values)[0]

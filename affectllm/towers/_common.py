@@ -77,6 +77,23 @@ class GridTokenNormalization:
     def _normalise(self, raw: torch.Tensor) -> torch.Tensor:
         return ((raw.float() - self.feature_shift.float()) * self.feature_scale.float()).to(self.feature_scale.dtype)
 
+    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None,
+                return_dict: bool | None = None, **kwargs):
+        """pixel_values [B, 3, S, S] RGB in [0, 1] (or grey [B, 1, S, S]) -> last_hidden_state
+        [B, num_output_tokens, hidden_size]; hidden_states (if asked): (raw tokens, normalised tokens), same shape;
+        [-1] == last_hidden_state."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        c = self.config
+        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
+        return_dict = c.return_dict if return_dict is None else return_dict
+        raw = self._raw_tokens(pixel_values)
+        tokens = self._normalise(raw)
+        hidden = (raw.to(tokens.dtype), tokens) if output_hidden_states else None
+        if not return_dict:
+            return (tokens, hidden) if hidden is not None else (tokens,)
+        return BaseModelOutput(last_hidden_state=tokens, hidden_states=hidden)
+
     @torch.no_grad()
     def fit_normalization(self, pixel_values, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dim mean/std of the raw tokens over a set of images ([N, C, S, S]); stored in the parameters and in

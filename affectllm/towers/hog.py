@@ -16,9 +16,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import ConfigError, MediaError
 from ._common import FrozenFeaturesMixin, GridTokenNormalization, as_float_batch
@@ -149,21 +147,6 @@ class HOGVisionEncoder(FrozenFeaturesMixin, GridTokenNormalization, PreTrainedMo
         bits = [(padded[:, :, 1 + dy: 1 + dy + S, 1 + dx: 1 + dx + S] > grey).float() for dy, dx in _NEIGHBOURS]
         bits = torch.cat(bits, 1)
         return F.avg_pool2d(bits, span, stride).flatten(2).transpose(1, 2)
-
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **kwargs):
-        """pixel_values [B, 3, S, S] RGB in [0, 1] (or [B, 1, S, S] grey). Returns last_hidden_state
-        [B, num_output_tokens, hidden_size]; hidden_states (if asked): (raw block tokens, normalised tokens), same
-        shape; [-1] == last_hidden_state. ``cell_histograms`` gives the per-cell orientation histograms."""
-        c = self.config
-        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = c.return_dict if return_dict is None else return_dict
-        raw = self._raw_tokens(pixel_values)
-        tokens = self._normalise(raw)
-        hidden = (raw.to(tokens.dtype), tokens) if output_hidden_states else None
-        if not return_dict:
-            return (tokens, hidden) if hidden is not None else (tokens,)
-        return BaseModelOutput(last_hidden_state=tokens, hidden_states=hidden)
 
     @torch.no_grad()
     def cell_histograms(self, pixel_values) -> torch.Tensor:

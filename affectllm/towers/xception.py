@@ -16,7 +16,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import BaseModelOutput
 
 from ..errors import ConfigError, MediaError
 from ._common import FrozenFeaturesMixin, GridTokenNormalization, as_float_batch
@@ -137,20 +136,6 @@ class FERXceptionEncoder(FrozenFeaturesMixin, GridTokenNormalization, PreTrained
         maps = self.classifier(x)
         tokens = torch.cat([x, maps], 1) if self.config.include_class_maps else x
         return tokens.flatten(2).transpose(1, 2), maps.mean((2, 3))
-
-    def forward(self, pixel_values: torch.Tensor, output_hidden_states: bool | None = None,
-                return_dict: bool | None = None, **kwargs):
-        """pixel_values [B, 3, S, S] RGB in [0, 1] (or grey [B, 1, S, S]) -> last_hidden_state [B, N, hidden];
-        hidden_states (if asked): (raw tokens, normalised tokens)."""
-        c = self.config
-        output_hidden_states = c.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = c.return_dict if return_dict is None else return_dict
-        raw = self._raw_tokens(pixel_values)
-        tokens = self._normalise(raw)
-        hidden = (raw.to(tokens.dtype), tokens) if output_hidden_states else None
-        if not return_dict:
-            return (tokens, hidden) if hidden is not None else (tokens,)
-        return BaseModelOutput(last_hidden_state=tokens, hidden_states=hidden)
 
     @torch.no_grad()
     def classify(self, pixel_values) -> torch.Tensor:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..devices import to_device  # noqa: F401  (re-exported: callers import it from here)
 from .examples import Example
 
 MEDIA_KEYS = ("audio", "image", "video")
@@ -33,25 +34,17 @@ def label_token_count(tokenizer, target: str) -> int:
     return len(tokenizer(label_span_text(target), add_special_tokens=False)["input_ids"]) if target else 0
 
 
-def to_device(batch: dict, device) -> dict:
-    """Tensors and lists of tensors (tower states) to `device`; a no-op on CPU."""
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            out[k] = v.to(device)
-        elif isinstance(v, list) and v and torch.is_tensor(v[0]):
-            out[k] = [t.to(device) for t in v]
-        else:
-            out[k] = v
-    return out
-
-
 def tower_fingerprint(model) -> str:
-    """Hash of everything that determines tower states: tower configs + weights, layer/frames/select settings."""
+    """Hash of everything that determines what is cached: tower configs + weights, layer/frames/select settings,
+    and the token budget per item (projector kind, queries, downsampling, video aggregation), since the cached
+    input ids hold one placeholder per media token (a stale budget crashed a run after a projector change)."""
     cfg = model.config
     h = hashlib.sha256()
     settings = {k: getattr(cfg, k) for k in ("audio_layer", "vision_layer", "vision_feature_select",
-                                             "video_num_frames", "video_use_audio", "max_audio_seconds")}
+                                             "video_num_frames", "video_use_audio", "max_audio_seconds",
+                                             "audio_projector", "vision_projector", "audio_num_queries",
+                                             "vision_num_queries", "audio_downsample", "vision_downsample",
+                                             "video_aggregation")}
     h.update(json.dumps(settings, sort_keys=True).encode())
     for name in ("audio_tower", "vision_tower"):
         tower = getattr(model, name)

@@ -38,6 +38,11 @@ class Request:
     seed: int | None = None
     top_logprobs: int = 0
     oracle: dict = field(default_factory=dict)
+    candidates: list[str] | None = None   # answer texts to score (scored-candidate tasks), no generation
+
+
+class ScoringUnsupported(AffectError):
+    """The backend cannot give the log-likelihood of a given answer; scored-candidate tasks must not fall back."""
 
 
 @dataclass
@@ -46,6 +51,7 @@ class Response:
     tokens: list[dict] | None = None     # [{"token": str, "logprob": float, "top": [[str, float], ...]}]
     finish_reason: str | None = None
     error: str | None = None
+    logliks: list[float] | None = None   # full-sequence log-likelihood of each of Request.candidates
 
 
 class Backend:
@@ -62,6 +68,10 @@ class Backend:
 
     def generate(self, requests: list[Request]) -> list[Response]:
         raise NotImplementedError
+
+    def score(self, requests: list[Request]) -> list[Response]:
+        """Teacher-forced log-likelihood of each candidate answer after the prompt (lm-eval-harness style)."""
+        raise ScoringUnsupported(f"the {self.name} backend cannot score candidate answers")
 
     def close(self) -> None:
         pass
@@ -137,9 +147,30 @@ class DummyBackend(Backend):
 
     name = "dummy"
 
-    def __init__(self, p: float = 0.7, fail_after: int | None = None, batch_size: int = 8, model_id: str = "dummy"):
+    MODES = ("oracle", "constant", "random", "invent_prosody")
+
+    def __init__(self, p: float = 0.7, fail_after: int | None = None, batch_size: int = 8, model_id: str = "dummy",
+                 mode: str = "oracle", constant: str = "neutral"):
+        if mode not in self.MODES:
+            raise ConfigError(f"dummy mode {mode!r}; known: {', '.join(self.MODES)}")
         self.p, self.fail_after, self.batch_size, self.model_id = p, fail_after, batch_size, model_id
+        self.mode, self.constant = mode, constant
         self.answered = 0
+
+    def score(self, requests: list[Request]) -> list[Response]:
+        """Fake log-likelihoods in the dummy's mode: constant puts its label first everywhere, random is uniform
+        noise, oracle favours the gold with probability p."""
+        out = []
+        for r in requests:
+            cands, labels = r.candidates or [], r.oracle.get("candidates") or []
+            gold = (r.oracle.get("gold") or [None])[0]
+            ll = [math.log(0.1 + _u("cand", r.key, c)) for c in cands]
+            if self.mode == "constant":
+                ll = [math.log(0.9 if lab == self.constant else 0.1 / max(1, len(cands) - 1)) for lab in labels]
+            elif self.mode != "random" and gold in labels and _u("right", 0, r.key) < self.p:
+                ll[labels.index(gold)] = max(ll) + 1.0
+            out.append(Response("", None, "scored", logliks=ll[: len(cands)]))
+        return out
 
     def info(self) -> dict:
         h = hashlib.sha256(f"dummy|p={self.p}".encode()).hexdigest()[:16]
@@ -164,6 +195,16 @@ class DummyBackend(Backend):
         chance = 1.0 / max(2, len(cands)) if kind in ("labels", "letter") else 0.5
         diff = float(o.get("difficulty", 0.0))
         right = u < self.p * (1 - diff) + chance * diff
+        if self.mode == "random":
+            right = u < chance
+        if self.mode == "constant" and kind == "labels":
+            body = {"labels": [self.constant], "explanation": "the words used", "confidence": 0.9}
+            return self._with_tokens(json.dumps(body), r, self.constant, cands, 0.9)
+        if self.mode == "invent_prosody" and kind == "labels":
+            body = {"labels": [cands[0]], "confidence": 0.8, "explanation":
+                    f"The pitch averages {180 + int(200 * u)} Hz, energy is {-5 - int(10 * u2)} dBFS and the speaker "
+                    f"talks at {6 + int(4 * u)} syllables per second, higher than usual."}
+            return self._with_tokens(json.dumps(body), r, cands[0], cands, 0.8)
         if kind == "yesno":
             gold = o.get("gold", "yes")
             text = gold.capitalize() if right else ("No" if gold == "yes" else "Yes")
@@ -257,7 +298,7 @@ class HFBackend(Backend):
     def _batch(self, reqs: list[Request]) -> list[Response]:
         import torch
 
-        from ..train.encoding import to_device
+        from ..devices import to_device
 
         r0 = reqs[0]
         tok = self.pipe.processor.tokenizer
@@ -288,6 +329,28 @@ class HFBackend(Backend):
                                    "top": [[tok.decode([t]), float(v)] for t, v in zip(top.indices.tolist(),
                                                                                      top.values.tolist())]})
             out.append(Response(text, tokens, "stop" if n < len(ids) else "length"))
+        return out
+
+
+    def score(self, requests: list[Request]) -> list[Response]:
+        """One teacher-forced forward per sample over all its candidates (rows = candidates); each candidate's
+        log-likelihood is the sum of its answer tokens' log-probabilities (`return_token_logprobs`)."""
+        import torch
+
+        from ..devices import to_device
+
+        out = []
+        for r in requests:
+            cands = list(r.candidates or [])
+            try:
+                batch = dict(self.pipe.processor([r.messages] * len(cands), targets=cands))
+                batch = to_device(batch, self.pipe.model.device)
+                with torch.inference_mode():
+                    res = self.pipe.model(**batch, return_token_logprobs=True)
+                ll = res["token_logprobs"].float().sum(1).tolist()
+                out.append(Response("", None, "scored", logliks=[float(x) for x in ll]))
+            except AffectError as e:
+                out.append(Response("", None, "error", error=str(e)))
         return out
 
 
@@ -390,13 +453,69 @@ class OpenAIBackend(Backend):
         return Response(choice.message.content or "", tokens, choice.finish_reason)
 
 
+    def score(self, requests: list[Request]) -> list[Response]:
+        model = self.model
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(lambda r: self._score_one(model, r), requests))
+
+    def _score_one(self, model: str, r: Request) -> Response:
+        """vLLM: the candidate as a continued assistant message, `prompt_logprobs=0`, one token generated. The
+        candidates share the prompt (vLLM's prefix cache prefills it once); a candidate's log-likelihood is the sum
+        over its tokens after the prefix all candidates share."""
+        import openai
+
+        from ..serve.client import to_openai_messages
+
+        msgs = to_openai_messages(r.messages, self.send_paths)
+        rows = []
+        for c in r.candidates or []:
+            try:
+                resp = self.client.chat.completions.create(
+                    model=model, messages=msgs + [{"role": "assistant", "content": c}], max_tokens=1, temperature=0.0,
+                    extra_body={"prompt_logprobs": 0, "add_generation_prompt": False, "continue_final_message": True})
+            except openai.APIConnectionError as e:
+                raise AffectError(f"lost the server at {self.url}: {e}") from None
+            except openai.APIStatusError as e:
+                raise ScoringUnsupported(f"{self.url} refused a prompt_logprobs request (HTTP {e.status_code}: "
+                                         f"{str(e)[:200]})") from None
+            plp = (resp.model_extra or {}).get("prompt_logprobs")
+            if not plp:
+                raise ScoringUnsupported(f"{self.url} returned no prompt_logprobs (not a vLLM OpenAI server?)")
+            rows.append([_actual_token(pos) for pos in plp])
+        return Response("", None, "scored", logliks=shared_prefix_logliks(rows))
+
+
+def _actual_token(pos: dict | None) -> tuple[str, float]:
+    """(token id, logprob) of the prompt token at one position: vLLM lists the prompt token first (with
+    prompt_logprobs=0 it is the only entry); the first position has none."""
+    if not pos:
+        return ("<bos>", 0.0)
+    tid, v = next(iter(pos.items()))
+    return (str(tid), float(v["logprob"] if isinstance(v, dict) else v))
+
+
+def shared_prefix_logliks(rows: list[list[tuple[str, float]]]) -> list[float]:
+    """Sum of each row's logprobs after the longest token prefix shared by every row.
+
+    >>> shared_prefix_logliks([[("a", -1.0), ("b", -0.5)], [("a", -1.0), ("c", -2.0), ("d", -1.0)]])
+    [-0.5, -3.0]
+    """
+    if not rows:
+        return []
+    k = 0
+    while all(len(r) > k for r in rows) and len({r[k][0] for r in rows}) == 1 and len(rows) > 1:
+        k += 1
+    return [float(sum(lp for _, lp in r[k:])) for r in rows]
+
+
 def make_backend(model: Any, backend: str | None = None, **opts) -> Backend:
     """`backend` None: openai for an http(s) URL, dummy for the model name "dummy", else hf."""
     if backend is None:
         backend = ("openai" if isinstance(model, str) and model.startswith(("http://", "https://"))
                    else "dummy" if model == "dummy" else "hf")
     if backend == "dummy":
-        return DummyBackend(**{k: v for k, v in opts.items() if k in ("p", "fail_after", "batch_size")},
+        return DummyBackend(**{k: v for k, v in opts.items() if k in ("p", "fail_after", "batch_size", "mode")
+                               and v is not None},
                             model_id=str(model))
     if backend == "hf":
         return HFBackend(model, **{k: v for k, v in opts.items() if k in ("batch_size", "dtype") and v is not None})

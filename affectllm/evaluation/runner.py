@@ -162,6 +162,10 @@ def _generate(task, suite, items, seed, store, backend, ctx, progress) -> None:
             except AffectError as e:               # an input that cannot be built (bad media): recorded, not fatal
                 rows.append(_row(task, suite, it, seed, None, "", {}, ctx, error=str(e)))
         responses = backend.generate([b[1] for b in built]) if built else []
+        if built and suite.scores_candidates(task):
+            from .scored import attach_scores
+
+            attach_scores(task, suite, backend, built, responses)
         for (it, _req, prompt_id, inp), resp in zip(built, responses):
             rows.append(_row(task, suite, it, seed, resp, prompt_id, inp, ctx))
         store.append(rows)

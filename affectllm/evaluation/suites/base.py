@@ -183,6 +183,10 @@ class Suite:
         return [self.make_item(task, s) for s in samples]
 
     # ---- records ------------------------------------------------------------------------------------------------
+    def scores_candidates(self, task) -> bool:
+        """Whether each item's candidate labels are also scored by log-likelihood (`evaluation/scored.py`)."""
+        return False
+
     def record(self, task, item: Item, raw: str, ctx, response=None) -> dict:
         parsed = parse_answer(task.parser, raw, item)
         return {"parsed": parsed, "scores": self.sample_scores(task, item.gold, parsed, ctx)}

@@ -1,18 +1,17 @@
 """`calibration`: are the model's probabilities and stated confidences honest?
 
-One unconstrained pass with the closed-set prompt (`emotion_closed`, ``with_confidence: true``) and
-``top_logprobs`` (<= 20) gives two readings per answer:
+Two readings per sample with the closed-set prompt (`emotion_closed`, ``with_confidence: true``):
 
-* label probabilities: at the token where the first answered label starts, the top-k alternatives are mapped onto
-  the candidate labels' first tokens and renormalised (`metrics.renormalise_over_candidates`); candidates that
-  share a first token share its mass. Answers with no label (nothing to read) are left out and counted
-  (`logprob_coverage` = share of answers with a reading; `mean_candidate_mass` = raw top-k mass on candidates);
+* label probabilities: scored candidates (`evaluation/scored.py`): the softmax over candidates of the
+  full-sequence log-likelihood of each candidate answer, one teacher-forced pass per sample, no generation
+  (version 1 read the top-20 alternatives at the first generated label token instead);
 * verbalised confidence: the ``confidence`` field of the JSON answer, against whether the answer (mapped into the
   label set by `closed_set`) is right; answers without one are counted (`verbal_coverage`).
 
-For each: ECE, MCE (10 equal-width bins), Brier, NLL and a reliability diagram. A temperature is fitted on the
-``fit_split`` samples (dev; the task loader refuses test) and applied unchanged to the reported split; the report
-shows both the raw and the temperature-scaled numbers and the fitted T. Nothing is ever fitted on test.
+For each: ECE (10 and 15 bins), MCE, Brier, NLL and a reliability diagram with counts per bin, next to the
+label-prior baseline (`calib.py`). A temperature is fitted on the ``fit_split`` samples (dev; the loader refuses
+test) only when there are >= 100 of them, and flagged "saturated: not calibrated" at its search bound; batch
+calibration (mean fit-split distribution) is the other post-hoc fix. Nothing is ever fitted on test.
 """
 from __future__ import annotations
 
@@ -21,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
-from ..metrics import (apply_temperature, confidence_metrics, fit_temperature, probability_metrics, reliability,
-                       renormalise_over_candidates)
+from ..calib import MIN_FIT_N, calibration_report, prior_probs
+from ..metrics import apply_temperature, bootstrap_mean, confidence_metrics, reliability
+from ..scored import candidate_probs
 from .base import Suite, filter_samples, load_dataset, take_subset
 
 
@@ -48,7 +48,7 @@ def label_token_index(tokens: list[dict], label: str) -> int | None:
 
 class CalibrationSuite(Suite):
     name = "calibration"
-    option_keys = Suite.option_keys | {"fit_limit", "bins"}
+    option_keys = Suite.option_keys | {"fit_limit", "bins", "min_fit_n"}
     metric_names = ("ece", "mce", "brier", "nll")
 
     @classmethod
@@ -84,18 +84,18 @@ class CalibrationSuite(Suite):
             out.append(item)
         return out
 
+    def scores_candidates(self, task) -> bool:
+        return True
+
     def record(self, task, item, raw, ctx, response=None):
         out = super().record(task, item, raw, ctx, response)
         cands = item.variables.get("candidates") or self.candidates(task, item.sample)
-        labels = out["parsed"].get("labels") or []
-        tokens = getattr(response, "tokens", None)
+        logliks = getattr(response, "logliks", None)
         reading = None
-        if tokens and labels:
-            j = label_token_index(tokens, labels[0])
-            if j is not None and tokens[j].get("top"):
-                probs, covered = renormalise_over_candidates([tuple(t) for t in tokens[j]["top"]], cands)
-                reading = {"candidates": cands, "probs": [round(float(p), 6) for p in probs],
-                           "candidate_mass": round(covered, 6), "token": tokens[j]["token"], "token_index": j}
+        if logliks and len(logliks) == len(cands):
+            probs = candidate_probs(logliks)
+            reading = {"candidates": cands, "probs": [round(float(p), 6) for p in probs],
+                       "logliks": [round(float(x), 4) for x in logliks]}
         out["label_probs"] = reading
         return out
 
@@ -118,18 +118,25 @@ class CalibrationSuite(Suite):
         _, pf, yf = probs_of(fit)
         keep, pt, yt = probs_of(test)
         m["logprob_coverage"] = len(keep) / len(test) if test else float("nan")
-        if test and not keep:
-            ctx.note(task, "no answer had a label to read probabilities at (or the backend returned no logprobs): "
-                           "only verbalised confidence is scored")
         m["n_fit"], m["n_fit_with_probs"] = float(len(fit)), float(len(yf))
         if len(keep):
-            m["mean_candidate_mass"] = float(np.mean([r["label_probs"]["candidate_mass"] for r in keep]))
-            t = fit_temperature(pf, yf) if len(yf) >= 2 else 1.0
-            m["temperature"] = t
-            m["temperature_fitted"] = float(len(yf) >= 2)
-            for name, probs in (("logprob", pt), ("logprob_scaled", apply_temperature(pt, t))):
-                res = probability_metrics(probs, yt, bins)
-                m.update({f"{name}.{k}": v for k, v in res.items()})
+            k = pt.shape[1]
+            rep = calibration_report(pf if len(yf) else np.zeros((0, k)), yf, pt, yt, k,
+                                     int(task.options.get("min_fit_n", MIN_FIT_N)))
+            status = rep.pop("temperature_status")
+            if status != "fitted":
+                ctx.note(task, f"temperature {status}")
+            tables["temperature_status"] = status
+            m.update(rep)
+            right = (pt.argmax(1) == yt).astype(float)
+            m["scored.accuracy"] = float(right.mean())
+            m.update(bootstrap_mean(ctx.bootstrap, right, "scored.accuracy"))
+            m["scored.n"] = float(len(yt))
+            m["scored.chance"] = 1.0 / k
+            readings = {"logprob": pt, "prior": prior_probs(yf, k, len(yt))}
+            if "logprob_scaled.ece" in m:
+                readings["logprob_scaled"] = apply_temperature(pt, m["temperature"])
+            for name, probs in readings.items():
                 tables[name] = _bins(reliability(probs.max(1), (probs.argmax(1) == yt).astype(float), bins))
         conf_rows = [r for r in test if r["parsed"].get("confidence") is not None]
         m["verbal_coverage"] = len(conf_rows) / len(test) if test else float("nan")
@@ -141,14 +148,15 @@ class CalibrationSuite(Suite):
         return base
 
     def headline(self, task):
-        return task.headline or ["closed_set.accuracy", "logprob.ece", "logprob_scaled.ece", "logprob.nll",
-                                 "logprob_scaled.nll", "logprob.brier", "verbal.ece", "verbal.brier", "temperature",
+        return task.headline or ["scored.accuracy", "closed_set.accuracy", "logprob.ece", "logprob.ece15",
+                                 "prior.ece", "logprob.nll", "prior.nll", "logprob.brier", "prior.brier",
+                                 "logprob_batchcal.ece", "logprob_scaled.ece", "verbal.ece", "temperature",
                                  "logprob_coverage", "verbal_coverage"]
 
     def plots(self, task, summary, records, outdir: Path, ctx):
         from ..report import reliability_plot
 
-        curves = {k: v for k, v in summary["tables"].items() if k in ("logprob", "logprob_scaled", "verbal")}
+        curves = {k: v for k, v in summary["tables"].items() if k in ("logprob", "prior", "logprob_scaled", "verbal")}
         t = summary["metrics"].get("temperature")
         title = f"{task.name}: reliability" + (f" (T = {t:.2f} fitted on {task.options['fit_split']})" if t else "")
         return [reliability_plot(curves, outdir / f"{task.name}_reliability.png", title=title)]

@@ -1,0 +1,99 @@
+"""Scored candidates (issue 12): full-sequence log-likelihood per candidate answer, never a silent fallback."""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from affectllm.data import Sample
+from affectllm.errors import ConfigError
+from affectllm.evaluation.backends import HFBackend, Request, make_backend, shared_prefix_logliks
+from affectllm.evaluation.inputs import Item, build_messages
+from affectllm.evaluation.scored import attach_scores, candidate_answer, candidate_probs
+
+SAMPLE = Sample(id="s1", corpus="synthetic", split="test", text="I can't believe it", label="anger",
+                labels=["anger"], label_set="meld")
+LABELS = ["anger", "joy", "neutral"]
+
+
+def _built():
+    item = Item(key="k", sample=SAMPLE, prompt="emotion_closed", modalities=["text"],
+                variables={"candidates": LABELS}, oracle={"kind": "labels", "gold": ["anger"], "candidates": LABELS})
+    messages, pid, rec = build_messages(item)
+    return [(item, Request(key="t/0/k", messages=messages, oracle=item.oracle), pid, rec)]
+
+
+def test_shared_prefix_and_probs():
+    rows = [[("1", -1.0), ("2", -0.5)], [("1", -1.0), ("3", -2.0), ("4", -1.0)]]
+    assert shared_prefix_logliks(rows) == [-0.5, -3.0]
+    assert candidate_answer("sad") == '{"labels": ["sad"]'
+    p = candidate_probs([-1.0, -1.0, -1e9])
+    assert p == pytest.approx([0.5, 0.5, 0.0])
+
+
+def test_hf_scores_match_one_row_at_a_time(tiny):
+    backend = HFBackend(tiny, batch_size=4)
+    messages = _built()[0][1].messages
+    cands = [candidate_answer(c) for c in LABELS]
+    together = backend.score([Request(key="k", messages=messages, candidates=cands)])[0].logliks
+    alone = [backend.score([Request(key="k", messages=messages, candidates=[c])])[0].logliks[0] for c in cands]
+    assert len(together) == 3 and np.all(np.isfinite(together)) and max(together) < 0
+    assert together == pytest.approx(alone, abs=1e-3)
+
+
+class _Server(BaseHTTPRequestHandler):
+    mode = "refuse"
+
+    def log_message(self, *a):
+        pass
+
+    def _send(self, status, obj):
+        body = json.dumps(obj).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._send(200, {"object": "list", "data": [{"id": "m", "object": "model", "created": 0, "owned_by": "x"}]})
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.mode == "refuse":
+            return self._send(400, {"error": {"message": "prompt_logprobs: extra inputs are not permitted",
+                                              "type": "invalid_request_error"}})
+        label = json.loads(req["messages"][-1]["content"] + "}")["labels"][0]
+        lp = {"anger": -0.1, "joy": -2.0, "neutral": -3.0}[label]
+        plp = [None, {"11": {"logprob": -1.0}}, {str(100 + len(label)): {"logprob": lp}}]
+        self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "prompt_logprobs": plp,
+                         "choices": [{"index": 0, "finish_reason": "length",
+                                      "message": {"role": "assistant", "content": "x"}}]})
+
+
+@pytest.fixture(params=["refuse", "vllm"])
+def server(request):
+    handler = type("H", (_Server,), {"mode": request.param})
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield request.param, f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def test_openai_scoring_or_a_clear_error_naming_the_task(server):
+    pytest.importorskip("openai")
+    mode, url = server
+    backend = make_backend(url, concurrency=2)
+    suite = SimpleNamespace(candidates=lambda task, s: LABELS)
+    built = _built()
+    responses = [SimpleNamespace(logliks=None, error=None)]
+    if mode == "refuse":
+        with pytest.raises(ConfigError, match="calib_meld.*prompt logprobs"):
+            attach_scores(SimpleNamespace(name="calib_meld"), suite, backend, built, responses)
+    else:
+        attach_scores(SimpleNamespace(name="calib_meld"), suite, backend, built, responses)
+        assert responses[0].logliks == pytest.approx([-0.1, -2.0, -3.0])

@@ -187,6 +187,9 @@ def test_feature_cache_hits_after_first_epoch_and_depends_on_towers(tmp_path, ma
     a = tower_fingerprint(build_tiny().model)
     b = tower_fingerprint(build_tiny(affect={"audio_layer": -2}).model)
     assert a != b and len(list((tmp_path / "cache" / "features").iterdir())) == 1
+    # the cached input ids hold one placeholder per media token: another token budget must not read them
+    budget = tower_fingerprint(build_tiny(affect={"audio_projector": "global_mlp", "audio_num_queries": 4}).model)
+    assert budget != a
 
 
 def test_missing_media_row_is_skipped_and_counted_or_fails(tmp_path, manifest):

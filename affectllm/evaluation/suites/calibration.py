@@ -21,6 +21,7 @@ import numpy as np
 
 from ...errors import ConfigError
 from ..calib import MIN_FIT_N, calibration_report, prior_probs
+from ..degenerate import chance_check
 from ..metrics import apply_temperature, bootstrap_mean, confidence_metrics, reliability
 from ..scored import candidate_probs
 from .base import Suite, filter_samples, load_dataset, take_subset
@@ -131,8 +132,7 @@ class CalibrationSuite(Suite):
             right = (pt.argmax(1) == yt).astype(float)
             m["scored.accuracy"] = float(right.mean())
             m.update(bootstrap_mean(ctx.bootstrap, right, "scored.accuracy"))
-            m["scored.n"] = float(len(yt))
-            m["scored.chance"] = 1.0 / k
+            m.update({f"scored.{a}": v for a, v in chance_check(right, k).items()})
             readings = {"logprob": pt, "prior": prior_probs(yf, k, len(yt))}
             if "logprob_scaled.ece" in m:
                 readings["logprob_scaled"] = apply_temperature(pt, m["temperature"])

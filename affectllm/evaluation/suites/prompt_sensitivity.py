@@ -11,7 +11,10 @@ Answers are mapped into the label set (`closed_set` of the scoring module). Repo
 macro F1 with bootstrap CIs; mean, std and range of accuracy over variants; the prediction flip rate against
 ``base`` (share of samples whose mapped label changes, averaged over variants) and over all variant pairs;
 Fleiss' kappa with variants as raters and the mapped labels (including "<unmapped>") as categories; and a heatmap
-of pairwise agreement. A robust model has a small range, low flip rate and kappa near 1, whatever its accuracy.
+of pairwise agreement. Version 2 (issue 12) adds what a constant model cannot pass: the majority-answer share and
+answer entropy next to kappa (kappa is flagged when >= 90% of answers are one label), ProSA-style per-instance
+sensitivity, and the flip rate of the shuffled/reordered candidate lists alone (`order_flip_rate`). A robust model
+has a small range, low flip rate and kappa near 1 with answers that vary with the input.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...scoring import score
 from ..inputs import stable_seed
+from ..degenerate import answer_stats, instance_sensitivity, kappa_flag
 from ..metrics import agreement_matrix, fleiss_kappa, flip_rate, ratings_table
 from .base import Suite
 
@@ -125,13 +129,27 @@ class PromptSensitivitySuite(Suite):
                 m["fleiss_kappa"] = fleiss_kappa(ratings_table(preds))
                 m["unanimous_rate"] = float(np.mean([len({p[i] for p in preds}) == 1 for i in range(len(common))]))
                 agreement = {"variants": names, "matrix": agree.tolist()}
+                orders = [v for v in names if v.startswith("order:")]
+                if orders:
+                    m["order_flip_rate"] = float(np.mean([per_variant[v]["flip_vs_base"] for v in orders]))
+                right = np.array([[by_variant[v][sid]["scores"].get(f"{spec.prefix}.correct", 0.0) for sid in common]
+                                  for v in names], float)
+                m["instance_sensitivity"] = float(instance_sensitivity(right).mean())
+            stats = answer_stats([p for row in preds for p in row], len(getattr(mapper, "targets", []) or []) or None)
+            majority = stats.pop("majority_answer", None)
+            m.update(stats)
+            flag = kappa_flag(m["majority_share"]) if stats else None
+            m["kappa_flagged"] = float(flag is not None)
+            if flag:
+                ctx.note(task, f"{flag} (majority answer: {majority})")
         for v, p in per_variant.items():
             m[f"{v}.accuracy"] = p["accuracy"]
         return {"metrics": m, "tables": {"per_variant": per_variant, "agreement": agreement}}
 
     def headline(self, task):
-        return task.headline or ["accuracy_mean", "accuracy_std", "accuracy_range", "flip_rate_vs_base",
-                                 "flip_rate_pairwise", "fleiss_kappa"]
+        return task.headline or ["accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_range",
+                                 "instance_sensitivity", "flip_rate_vs_base", "order_flip_rate", "fleiss_kappa",
+                                 "majority_share", "answer_entropy_norm", "kappa_flagged"]
 
     def plots(self, task, summary, records, outdir: Path, ctx):
         from ..report import bar_plot, heatmap

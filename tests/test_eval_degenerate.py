@@ -1,0 +1,78 @@
+"""Acceptance for issue 12: a constant "neutral" model and a random model must not pass the eval suite.
+Each test here fails on the metric code before issue 12 (no majority share, kappa flag, label-prior baseline,
+chance interval or value-level grounding existed; calibration was judged on a temperature fitted to 8 samples)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from affectllm.evaluation.backends import DummyBackend
+from affectllm.evaluation.calib import calibration_report, guarded_temperature
+from affectllm.evaluation.degenerate import answer_stats, chance_check, instance_sensitivity, kappa_flag
+from affectllm.evaluation.runner import run_eval
+
+from conftest import DATA
+
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real data not available: {DATA}")
+
+
+def test_answer_stats_flag_a_constant_model():
+    s = answer_stats(["neutral"] * 12, n_candidates=7)
+    assert s["majority_share"] == 1.0 and s["answer_entropy_norm"] == 0.0 and kappa_flag(1.0)
+    u = answer_stats(list("abcdefg") * 3, n_candidates=7)
+    assert u["answer_entropy_norm"] == pytest.approx(1.0) and kappa_flag(u["majority_share"]) is None
+    assert instance_sensitivity(np.array([[1, 0], [1, 1]])).tolist() == [0.0, 1.0]
+
+
+def test_temperature_needs_100_fit_samples_and_is_flagged_at_its_bound():
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.ones(7) * 0.3, 8)
+    assert guarded_temperature(p, rng.integers(0, 7, 8)) == (None, "not fitted: 8 fit samples < 100")
+    confident_wrong = np.tile(np.eye(7)[0] * 0.94 + 0.01, (200, 1))     # always "class 0" with p = 0.95
+    t, status = guarded_temperature(confident_wrong, np.arange(200) % 7)
+    assert t == pytest.approx(20.0, rel=1e-2) and status == "saturated: not calibrated"
+    m = calibration_report(confident_wrong, np.arange(200) % 7, confident_wrong[:70], np.arange(70) % 7, 7)
+    assert "logprob_scaled.ece" not in m and m["better_than_prior"] == 0.0 and m["prior.ece"] < m["logprob.ece"]
+
+
+@pytest.fixture(scope="module")
+def degenerate_runs(tmp_path_factory):
+    if not DATA.is_dir():
+        pytest.skip(f"real data not available: {DATA}")
+    out = {}
+    for mode in ("constant", "random"):
+        tmp = tmp_path_factory.mktemp(mode)
+        out[mode] = run_eval("dummy", ["ps_meld", "calib_meld"], tmp, backend=DummyBackend(mode=mode),
+                             limit=70, bootstrap=200, progress=False)
+    return out
+
+
+@needs_data
+def test_constant_model_is_flagged(degenerate_runs):
+    t = degenerate_runs["constant"]["tasks"]
+    ps, cal = t["ps_meld"]["metrics"], t["calib_meld"]["metrics"]
+    assert ps["majority_share"] == 1.0 and ps["kappa_flagged"] == 1.0 and ps["answer_entropy_norm"] == 0.0
+    assert any("kappa uninformative" in n for n in t["ps_meld"]["notes"])
+    # calibration no better than always answering the training class frequencies
+    assert cal["better_than_prior"] == 0.0
+    assert cal["logprob.ece"] >= cal["prior.ece"] and cal["logprob.nll"] >= cal["prior.nll"]
+    assert cal["logprob.brier"] >= cal["prior.brier"]
+
+
+@needs_data
+@pytest.mark.parametrize("mode", ["constant", "random"])
+def test_degenerate_models_score_at_chance_with_intervals_that_include_it(degenerate_runs, mode):
+    t = degenerate_runs[mode]["tasks"]
+    cal = t["calib_meld"]["metrics"]
+    assert cal["scored.n"] == 70 and cal["scored.chance"] == pytest.approx(1 / 7)
+    assert cal["scored.ci_includes_chance"] == 1.0
+    assert cal["scored.accuracy_ci_low"] <= 1 / 7 <= cal["scored.accuracy_ci_high"]
+    assert cal["closed_set.accuracy_ci_low"] <= 1 / 7 <= cal["closed_set.accuracy_ci_high"]
+    per = t["ps_meld"]["tables"]["per_variant"]
+    inside = [v["accuracy_ci_low"] <= 1 / 7 <= v["accuracy_ci_high"] for v in per.values()]
+    assert sum(inside) >= len(inside) - 2          # 12 variants x 95% intervals: one or two may miss by chance
+
+
+def test_chance_check_separates_a_real_model():
+    assert chance_check([1] * 60 + [0] * 10, 7)["ci_includes_chance"] == 0.0
+    assert chance_check([1] * 10 + [0] * 60, 7)["ci_includes_chance"] == 1.0

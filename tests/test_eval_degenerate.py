@@ -76,3 +76,41 @@ def test_degenerate_models_score_at_chance_with_intervals_that_include_it(degene
 def test_chance_check_separates_a_real_model():
     assert chance_check([1] * 60 + [0] * 10, 7)["ci_includes_chance"] == 0.0
     assert chance_check([1] * 10 + [0] * 60, 7)["ci_includes_chance"] == 1.0
+
+
+def test_absent_modality_answers_are_classified():
+    from affectllm.evaluation.grounding import classify_absent
+
+    assert classify_absent("No video was provided, so I cannot see the face.") == "missing"
+    assert classify_absent("I don't know.") == "dont_know"
+    assert classify_absent("I can't tell what they feel.") == "dont_know"
+    assert classify_absent("As an AI, I cannot identify emotions.") == "refusal"
+    assert classify_absent("The face looks tense.") == "other"
+
+
+def test_value_claims_are_checked_against_the_measured_tone(tmp_path):
+    import soundfile as sf
+
+    from affectllm.data.targets import tower_speech_cues
+    from affectllm.evaluation.grounding import grounding_scores
+
+    from conftest import tone
+
+    wav = tmp_path / "t.wav"
+    sf.write(wav, tone(1.5, freq=220.0), 16000)
+    cues = tower_speech_cues(str(wav))
+    assert abs(cues["pitch_mean_hz"] - 220) < 15
+    right = grounding_scores("The pitch averages 222 Hz.", cues)
+    wrong = grounding_scores("The pitch averages 380 Hz and the energy is -60 dBFS.", cues)
+    assert right == {"n_claims": 1.0, "n_verifiable": 1.0, "n_wrong": 0.0}
+    assert wrong["n_verifiable"] == 2 and wrong["n_wrong"] == 2
+    assert grounding_scores("It sounds higher than usual.", cues)["n_claims"] == 0
+
+
+@needs_data
+def test_invented_prosody_numbers_are_caught(tmp_path):
+    s = run_eval("dummy", ["hall_grounding_ravdess"], tmp_path, backend=DummyBackend(mode="invent_prosody"),
+                 limit=8, bootstrap=100, progress=False)
+    m = s["tasks"]["hall_grounding_ravdess"]["metrics"]
+    assert m["value_claims_per_explanation"] >= 3 and m["value_claims_verifiable_rate"] > 0.9
+    assert m["value_claims_wrong_rate"] > 0.5 and m["ungrounded_rate"] == 0.0   # the old word rule saw nothing

@@ -2,7 +2,9 @@
 
 * ``absent`` (modality-absent probes): text only (or audio only) is given and the model is asked about a modality
   that is not there ("What does the speaker's voice sound like?"). Score: `absent_ack_rate`, the share of answers
-  that state the modality is missing (`parsers.states_missing`, a documented keyword rule); `describes_absent_rate`
+  that state the modality is missing (`grounding.classify_absent`, a documented keyword rule; version 2: "don't
+  know" / "can't tell" without naming the missing medium is `dont_know_rate`, not acknowledgement, and refusals
+  to recognise emotions are `refusal_rate` in every probe); `describes_absent_rate`
   is the share that describes the missing modality instead (`parsers.cited_modalities`).
 * ``pairs`` (paired yes/no cue probes, in the spirit of EmotionHallucer, built from real metadata): per sample one
   question whose true answer is yes and one whose answer is no — the gold emotion vs another label of the corpus
@@ -16,7 +18,9 @@
 * ``grounding``: open-vocabulary answers on inputs with some modalities withheld; an explanation that cites a
   modality family (audio words, visual words, text words) that was not in the input counts as ungrounded
   (`ungrounded_rate`, per family `ungrounded_audio_rate` / `ungrounded_visual_rate` / `ungrounded_text_rate`,
-  among answers that explain).
+  among answers that explain). Version 3: value-level grounding (`grounding.py`): every pitch/energy/rate/voicing
+  number or direction an explanation states about given speech is checked against the prosody tower's measured
+  cues; `value_claims_verifiable_rate` and, of those, `value_claims_wrong_rate` (CI over explanations).
 """
 from __future__ import annotations
 
@@ -29,7 +33,9 @@ from ...data import LABEL_SETS
 from ...errors import ConfigError
 from ..inputs import stable_seed
 from ..metrics import bootstrap_mean, pair_scores
-from ..parsers import cited_modalities, states_missing, ungrounded_modalities
+from ..grounding import classify_absent, extract_claims, grounding_scores, is_refusal
+from ..metrics import bootstrap_mean as _boot
+from ..parsers import cited_modalities, ungrounded_modalities
 from .base import Suite, filter_samples, load_dataset
 
 PROBES = ("absent", "pairs", "conflict", "grounding")
@@ -138,8 +144,11 @@ class HallucinationSuite(Suite):
     def record(self, task, item, raw, ctx, response=None):
         out = super().record(task, item, raw, ctx, response)
         probe, sc = task.options["probe"], out["scores"]
+        sc["refusal"] = float(is_refusal(raw))
         if probe == "absent":
-            sc["acknowledges_missing"] = float(states_missing(raw))
+            kind = classify_absent(raw)
+            sc["acknowledges_missing"] = float(kind == "missing")
+            sc["dont_know"] = float(kind == "dont_know")
             sc["describes_absent"] = float(bool(cited_modalities(raw) & ({"audio"} if item.meta["asked"] == "audio"
                                                                            else {"visual"})))
         elif probe == "pairs":
@@ -155,6 +164,9 @@ class HallucinationSuite(Suite):
             sc.update(has_explanation=float(bool(expl.strip())), ungrounded=float(bool(bad)),
                       ungrounded_audio=float("audio" in bad), ungrounded_visual=float("visual" in bad),
                       ungrounded_text=float("text" in bad))
+            audio = item.media.get("audio", item.sample.audio)
+            if "audio" in (item.modalities or []) and isinstance(audio, str) and extract_claims(expl):
+                out["cues"] = _measured_cues(audio, ctx)
         return out
 
     # ---- summary ------------------------------------------------------------------------------------------------
@@ -170,6 +182,7 @@ class HallucinationSuite(Suite):
                 rows = [r for r in records if r["meta"]["asked"] == asked]
                 m[f"ask:{asked}.absent_ack_rate"] = float(np.nanmean(col("acknowledges_missing", rows)))
             m.update(bootstrap_mean(ctx.bootstrap, col("acknowledges_missing"), "absent_ack_rate"))
+            m["dont_know_rate"] = float(np.nanmean(col("dont_know")))
         elif probe == "pairs":
             all_yes, all_no = [], []
             for kind in sorted({r["meta"]["question_kind"] for r in records}):
@@ -202,6 +215,10 @@ class HallucinationSuite(Suite):
                 m["ungrounded_visual_rate"] = float(np.nanmean(col("ungrounded_visual", rows)))
                 m["ungrounded_text_rate"] = float(np.nanmean(col("ungrounded_text", rows)))
                 m.update(bootstrap_mean(ctx.bootstrap, col("ungrounded", rows), "ungrounded_rate"))
+                m.update(_value_grounding(rows, ctx))
+        if records:
+            m["refusal_rate"] = float(np.nanmean(col("refusal")))
+            m["n"] = float(len(records))
         return base
 
     def headline(self, task):
@@ -210,8 +227,9 @@ class HallucinationSuite(Suite):
         return {"absent": ["absent_ack_rate", "describes_absent_rate"],
                 "pairs": ["pair_accuracy", "question_accuracy", "yes_rate"],
                 "conflict": ["text_only_rate", "other_only_rate", "both_rate", "neither_rate", "single_modality_rate"],
-                "grounding": ["ungrounded_rate", "ungrounded_audio_rate", "ungrounded_visual_rate",
-                              "ungrounded_text_rate", "explanation_rate"]}[task.options["probe"]] + super().headline(task)[:2]
+                "grounding": ["ungrounded_rate", "value_claims_wrong_rate", "value_claims_verifiable_rate",
+                              "ungrounded_audio_rate", "ungrounded_visual_rate", "ungrounded_text_rate",
+                              "explanation_rate", "refusal_rate"]}[task.options["probe"]] + super().headline(task)[:2]
 
     def plots(self, task, summary, records, outdir: Path, ctx):
         from ..report import bar_plot
@@ -224,3 +242,38 @@ class HallucinationSuite(Suite):
 
 
 SUITE = HallucinationSuite
+
+
+def _measured_cues(path: str, ctx) -> dict:
+    """Prosody-tower cues of one clip (cached per run)."""
+    from pathlib import Path as _P
+
+    from ...data.targets import tower_speech_cues
+
+    full = _P(path) if _P(path).is_absolute() else ctx.root() / path
+    cache = ctx.cache.setdefault("speech_cues", {})
+    if str(full) not in cache:
+        try:
+            cache[str(full)] = tower_speech_cues(str(full))
+        except Exception as e:                  # unreadable audio: nothing to verify against
+            cache[str(full)] = {"error": str(e)[:200]}
+    return cache[str(full)]
+
+
+def _value_grounding(rows: list[dict], ctx) -> dict[str, float]:
+    """Share of explanations' stated speech values/directions that are verifiable, and of those wrong; directions
+    are judged against the median of the clips measured in this task."""
+    measured = [r.get("cues") for r in rows if r.get("cues") and "error" not in r["cues"]]
+    reference = {k: float(np.median([c[k] for c in measured if c.get(k) is not None]))
+                 for k in ("pitch_mean_hz", "energy_db_mean", "speaking_rate_hz")
+                 if len([c for c in measured if c.get(k) is not None]) >= 3}
+    per = [grounding_scores((r["parsed"].get("explanation") or ""), r.get("cues"), reference) for r in rows]
+    n_claims = sum(p["n_claims"] for p in per)
+    n_ver = sum(p["n_verifiable"] for p in per)
+    n_wrong = sum(p["n_wrong"] for p in per)
+    out = {"value_claims": n_claims, "value_claims_per_explanation": n_claims / len(rows),
+           "value_claims_verifiable_rate": n_ver / n_claims if n_claims else float("nan"),
+           "value_claims_wrong_rate": n_wrong / n_ver if n_ver else float("nan"), "value_claims_verifiable": n_ver}
+    wrong = [p["n_wrong"] / p["n_verifiable"] for p in per if p["n_verifiable"]]
+    out.update(_boot(ctx.bootstrap, wrong, "value_claims_wrong_rate"))
+    return out

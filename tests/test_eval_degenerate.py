@@ -114,3 +114,22 @@ def test_invented_prosody_numbers_are_caught(tmp_path):
     m = s["tasks"]["hall_grounding_ravdess"]["metrics"]
     assert m["value_claims_per_explanation"] >= 3 and m["value_claims_verifiable_rate"] > 0.9
     assert m["value_claims_wrong_rate"] > 0.5 and m["ungrounded_rate"] == 0.0   # the old word rule saw nothing
+
+
+@needs_data
+def test_a_split_smaller_than_asked_says_so_and_reports_carry_n(tmp_path):
+    s = run_eval("dummy", ["hall_pairs_ckplus"], tmp_path, limit=100000, bootstrap=20, progress=False)
+    t = s["tasks"]["hall_pairs_ckplus"]
+    assert t["data"]["short_of_limit"] and any("fewer than the 100000 asked for" in n for n in t["notes"])
+    report = (tmp_path / "report.md").read_text()
+    assert f"| {t['data']['n_samples']} / {t['n_records']} |" in report and "(no CI)" in report
+
+
+def test_reports_never_show_absolute_machine_paths(tmp_path):
+    from affectllm.evaluation.backends import REPO_ROOT, local_identity, portable_path
+
+    assert portable_path(REPO_ROOT / "runs" / "x") == "runs/x"
+    assert portable_path(REPO_ROOT.parent / "shared" / "data") == "../shared/data"
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "config.json").write_text("{}")
+    assert str(tmp_path) not in local_identity(str(tmp_path / "ckpt"))["hash_kind"]

@@ -102,6 +102,26 @@ def files_hash(folder: Path) -> str:
     return h.hexdigest()[:16]
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def portable_path(path: str | Path) -> str:
+    """A path as a report may show it: relative to the repository (or its parent, for ../shared), else only its
+    last two parts; never the absolute path of the machine that ran it."""
+    p = Path(path).expanduser().resolve()
+    for base, prefix in ((REPO_ROOT, ""), (REPO_ROOT.parent, "../")):
+        try:
+            return prefix + str(p.relative_to(base))
+        except ValueError:
+            continue
+    return ".../" + "/".join(p.parts[-2:])
+
+
+def portable_text(text: str) -> str:
+    """`text` with the repository's (and its parent's) absolute prefix made relative."""
+    return str(text).replace(str(REPO_ROOT) + "/", "").replace(str(REPO_ROOT.parent) + "/", "../")
+
+
 def local_identity(ref: str) -> dict:
     """Hash and recipe of a preset name or checkpoint folder on this machine, without loading the model."""
     from ..presets import list_presets, preset_spec, weights_cache_folder
@@ -109,7 +129,7 @@ def local_identity(ref: str) -> dict:
     out: dict[str, Any] = {"hash": None, "hash_kind": None, "recipe": None}
     path = Path(ref).expanduser()
     if path.is_dir():
-        out.update(hash=files_hash(path), hash_kind=f"files of {path.resolve()}")
+        out.update(hash=files_hash(path), hash_kind=f"files of {portable_path(path)}")
         if (path / "recipe.yaml").is_file():
             import yaml
 

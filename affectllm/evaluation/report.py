@@ -156,15 +156,17 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
 
 def write_report(outdir: Path, summary: dict) -> Path:
     """report.md from the run summary (plots already written next to it)."""
+    from .backends import portable_text
+
     model = summary["model"]
     lines = ["# affectllm evaluation report", ""]
     lines += [f"- **model**: `{model.get('model_id')}` via `{model.get('backend')}`"
               + (f" ({model.get('url')})" if model.get("url") else ""),
-              f"- **weights hash**: `{model.get('hash')}` ({model.get('hash_kind')})",
+              f"- **weights hash**: `{model.get('hash')}` ({portable_text(model.get('hash_kind'))})",
               f"- **trained on**: {summary.get('trained_on') or 'unknown (no recipe.yaml)'}",
               f"- **created**: {summary['run']['created']} · affectllm {summary['run'].get('affectllm_version')} · "
               f"git `{summary['run'].get('git_commit')}`",
-              f"- **command**: `{summary['run'].get('command')}`",
+              f"- **command**: `{portable_text(summary['run'].get('command'))}`",
               f"- **decoding**: greedy unless a task says otherwise; seeds {summary['run'].get('seeds')} "
               "(tasks whose answers cannot depend on the seed run once)",
               f"- **bootstrap**: {summary['run'].get('bootstrap')} resamples, 95% percentile intervals", ""]
@@ -176,10 +178,14 @@ def write_report(outdir: Path, summary: dict) -> Path:
             continue
         m = t["metrics"]
         heads = [k for k in t.get("headline", []) if k in m][:4]
-        cells = "<br>".join(f"{k}: {fmt(m[k], m.get(k + '_ci_low'), m.get(k + '_ci_high'))}" for k in heads)
+        cells = "<br>".join(f"{k}: {fmt(m[k], m.get(k + '_ci_low'), m.get(k + '_ci_high'))}"
+                            + ("" if _finite(m.get(k + "_ci_low")) or not isinstance(m[k], float) else " (no CI)")
+                            for k in heads)
         shown = name + (" (unseen corpus)" if t.get("data", {}).get("seen_in_training") is False else "")
-        rows.append([shown, t["suite"], str(t.get("n_records")), cells, ", ".join(t.get("prompt_ids", []))[:120]])
-    lines += _table(rows, ["task", "suite", "records", "headline (95% CI)", "prompts"]) + [""]
+        n = t.get("data", {}).get("n_samples")
+        rows.append([shown, t["suite"], f"{n} / {t.get('n_records')}", cells,
+                     ", ".join(t.get("prompt_ids", []))[:120]])
+    lines += _table(rows, ["task", "suite", "n samples / records", "headline (95% CI)", "prompts"]) + [""]
     if any("n/a" in r[3] for r in rows):
         lines += ["*n/a*: undefined on these answers, reported as the official code does instead of as 0. The official "
                   "wheel F is 2·P̄·R̄/(P̄+R̄) with no zero guard, so P̄ = R̄ = 0 (no answer maps into the lexicon) is "

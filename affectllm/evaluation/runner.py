@@ -213,6 +213,10 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
         if "not found" in str(e):
             return {**base, "status": f"skipped: {e}"}
         raise
+    n_reported = sum(1 for s in samples if s.meta.get("_role") != "fit")
+    if task.limit is not None and n_reported < task.limit:
+        ctx.note(task, f"the split has {n_reported} usable samples, fewer than the {task.limit} asked for: the task "
+                       f"runs on what exists")
     seed_dependent = task.temperature > 0
     if seed_dependent and seeds < MIN_SEEDS:
         raise ConfigError(f"task '{task.name}' samples (temperature {task.temperature}), so its numbers depend on the "
@@ -257,7 +261,8 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
                        f"(first: {errors[0][:200]})")
     out = {**base, "status": "ok",
            "data": {"corpus": task.dataset["corpus"], "split": task.dataset["split"], "limit": task.limit,
-                    "n_samples": len(samples), "subset_seed": int(task.dataset.get("subset_seed", 0)),
+                    "n_samples": len(samples), "n_reported": n_reported, "short_of_limit": bool(
+                        task.limit is not None and n_reported < task.limit), "subset_seed": int(task.dataset.get("subset_seed", 0)),
                     "stratify": task.dataset.get("stratify"), "sample_ids_sha": _sha(ids),
                     "manifest": task.dataset.get("manifest"), "label_set": task.dataset.get("label_set"),
                     "seen_in_training": corpus_seen(ctx, task.dataset, {s.corpus for s in samples})},

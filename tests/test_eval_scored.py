@@ -64,6 +64,8 @@ class _Server(BaseHTTPRequestHandler):
 
     def do_POST(self):
         req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path.endswith("/affect/score"):          # plain vLLM: no affectllm route
+            return self._send(404, {"detail": "Not Found"})
         if self.mode == "refuse":
             return self._send(400, {"error": {"message": "prompt_logprobs: extra inputs are not permitted",
                                               "type": "invalid_request_error"}})

@@ -329,3 +329,25 @@ def test_vllm_cpu_binds_every_core_of_a_small_machine(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "1")
     assert server.env()["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+
+
+def test_affect_score_matches_the_in_process_eval_backend(http, gateway, pipes):
+    """`POST /v1/affect/score` (issue 12): the scored-candidate log-likelihoods of the eval's hf backend, for a
+    LoRA entry too; bad candidates are a 400."""
+    from affectllm.evaluation.backends import HFBackend, OpenAIBackend, Request
+
+    parts = [{"type": "text", "text": "How does this sound: 'I won!'"}]
+    cands = ['{"labels": ["joy"]', '{"labels": ["anger"]', '{"labels": ["neutral"]']
+    for model in ("tiny", "lora_a"):
+        resp = http.post("/v1/affect/score", json={"model": model, "messages": [{"role": "user", "content": parts}],
+                                                   "candidates": cands})
+        assert resp.status_code == 200, resp.text
+        local = HFBackend(pipes[model]).score([Request(key="k", messages=[{"role": "user", "content": parts}],
+                                                       candidates=cands)])[0].logliks
+        assert resp.json()["logliks"] == pytest.approx(local, abs=1e-4)
+        remote = OpenAIBackend(gateway.url, model=model, api_key=KEY).score(
+            [Request(key="k", messages=[{"role": "user", "content": parts}], candidates=cands)])[0].logliks
+        assert remote == pytest.approx(local, abs=1e-4)
+    bad = http.post("/v1/affect/score", json={"model": "tiny", "messages": [{"role": "user", "content": parts}],
+                                              "candidates": []})
+    assert bad.status_code == 400 and "candidates" in bad.text

@@ -487,6 +487,10 @@ class OpenAIBackend(Backend):
         from ..serve.client import to_openai_messages
 
         msgs = to_openai_messages(r.messages, self.send_paths)
+        if getattr(self, "_affect_score", True):              # the affectllm gateway's own scoring endpoint
+            got = self._gateway_score(model, msgs, list(r.candidates or []))
+            if got is not None:
+                return Response("", None, "scored", logliks=got)
         rows = []
         for c in r.candidates or []:
             try:
@@ -503,6 +507,25 @@ class OpenAIBackend(Backend):
                 raise ScoringUnsupported(f"{self.url} returned no prompt_logprobs (not a vLLM OpenAI server?)")
             rows.append([_actual_token(pos) for pos in plp])
         return Response("", None, "scored", logliks=shared_prefix_logliks(rows))
+
+
+    def _gateway_score(self, model: str, msgs: list[dict], cands: list[str]) -> list[float] | None:
+        """POST /affect/score (affectllm gateway); None when the server has no such route (plain vLLM)."""
+        import httpx
+
+        try:
+            resp = httpx.post(f"{self.url}/affect/score", json={"model": model, "messages": msgs, "candidates": cands},
+                              headers={"Authorization": f"Bearer {self.client.api_key}"}, timeout=self.client.timeout)
+        except httpx.HTTPError as e:
+            raise AffectError(f"lost the server at {self.url}: {e}") from None
+        if resp.status_code in (404, 405):
+            self._affect_score = False
+            return None
+        if resp.status_code != 200:
+            if resp.status_code >= 500 and resp.status_code != 501:
+                raise AffectError(f"server error at {self.url} (HTTP {resp.status_code}): {resp.text[:200]}")
+            raise ScoringUnsupported(f"{self.url}/affect/score: HTTP {resp.status_code}: {resp.text[:200]}")
+        return [float(x) for x in resp.json()["logliks"]]
 
 
 def _actual_token(pos: dict | None) -> tuple[str, float]:

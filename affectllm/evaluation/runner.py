@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..errors import AffectError, ConfigError
 from .backends import Backend, Request, make_backend
+from .scored import ScoredTaskError
 from .inputs import Item, build_messages, stable_seed
 from .metrics import seed_interval
 from .store import SampleStore
@@ -310,8 +311,12 @@ def run_eval(model: Any, tasks: str | list[str] | list[TaskConfig], output: str 
     try:
         for i, task in enumerate(configs, 1):
             t1 = time.time()
-            results[task.name] = res = run_task(task, be, outdir, ctx, seeds=seeds, progress=progress,
-                                                replace_stale=replace_stale)
+            try:
+                results[task.name] = res = run_task(task, be, outdir, ctx, seeds=seeds, progress=progress,
+                                                    replace_stale=replace_stale)
+            except ScoredTaskError as e:               # named, reported, never replaced by another metric
+                results[task.name] = res = {"suite": task.suite, "version": task.version, "status": f"failed: {e}"}
+                print(f"error: {e}", file=sys.stderr)
             if progress:
                 head = next((k for k in res.get("headline", []) if k in res.get("metrics", {})), None)
                 shown = f"{head} {res['metrics'][head]:.3f}" if head else res.get("status")
@@ -319,12 +324,13 @@ def run_eval(model: Any, tasks: str | list[str] | list[TaskConfig], output: str 
     finally:
         be.close()
     from .. import __version__ as version
+    from .backends import portable_path
 
     summary = {
         "run": {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 1),
                 "affectllm_version": version, "git_commit": _git_commit(),
                 "command": command or " ".join(sys.argv), "seeds": list(range(seeds)), "bootstrap": bootstrap,
-                "data_root": str(ctx.root()), "pid": os.getpid()},
+                "data_root": portable_path(ctx.root()), "pid": os.getpid()},
         "model": info, "trained_on": trained_on(ctx),
         "prompt_versions": sorted({p for t in results.values() for p in t.get("prompt_ids", [])}),
         "decoding": {n: t.get("decoding") for n, t in results.items() if t.get("status") == "ok"},

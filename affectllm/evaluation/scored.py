@@ -16,6 +16,10 @@ from ..errors import ConfigError
 from .backends import Request, ScoringUnsupported
 
 
+class ScoredTaskError(ConfigError):
+    """A scored-candidate task met a model that cannot score: the task fails by name, the run goes on."""
+
+
 def candidate_answer(label: str) -> str:
     """The answer prefix a candidate is scored as: the structured answer up to its closing bracket, so that
     "sad" vs "sadness" differ in whether the label ends there."""
@@ -44,7 +48,7 @@ def attach_scores(task, suite, backend, built, responses) -> None:
     try:
         scored = backend.score(score_requests(task, suite, built))
     except ScoringUnsupported as e:
-        raise ConfigError(f"task '{task.name}' scores candidate answers by log-likelihood, which needs prompt "
+        raise ScoredTaskError(f"task '{task.name}' scores candidate answers by log-likelihood, which needs prompt "
                           f"logprobs: {e}. Serve the model with vLLM's OpenAI server or evaluate it with "
                           "--backend hf") from None
     for resp, sc in zip(responses, scored):

@@ -108,6 +108,31 @@ class Gateway:
         deltas = await self.backend.stream(served, prep, params)
         return self._sse(req, deltas, len(prep.token_ids), tok)
 
+    async def score(self, body: dict) -> dict:
+        """affectllm extension `POST /v1/affect/score` {model, messages, candidates: [answer text, ...]} ->
+        {logliks: [...]}: the teacher-forced log-likelihood of each candidate answer (the eval suite's scored
+        candidates). Only where the gateway's own model is the one that answers (the transformers engine): under
+        vLLM a LoRA lives in the engine, so the gateway's copy would score a different model; 501 there."""
+        from .backends import HFBackend
+
+        cands = body.pop("candidates", None)
+        if not isinstance(cands, list) or not cands or not all(isinstance(c, str) and c for c in cands):
+            raise APIError(400, "candidates must be a non-empty list of non-empty strings", param="candidates")
+        if len(cands) > 64:
+            raise APIError(400, f"{len(cands)} candidates; at most 64", param="candidates")
+        if not isinstance(self.backend, HFBackend):
+            raise APIError(501, "candidate scoring is served by the transformers engine only (under vLLM use the "
+                                "engine's own OpenAI server with prompt_logprobs)", code="scoring_unsupported")
+        import json as _json
+
+        req = parse_chat_request(_json.dumps({"model": body.get("model"), "messages": body.get("messages")}).encode(),
+                                 self.cfg)
+        served = self.model(req.model)
+        messages, _ = await self.content.convert(req.messages)
+        loop = asyncio.get_running_loop()
+        lls = await loop.run_in_executor(self.backend.executor, _score_candidates, served, messages, cands)
+        return {"object": "affect.score", "model": req.model, "logliks": lls}
+
     async def _sse(self, req: ChatRequest, deltas, n_prompt: int, tok):
         rid, created = new_id(), int(time.time())
         yield sse(chunk(rid, req.model, created, {"role": "assistant", "content": ""}))
@@ -171,6 +196,22 @@ class Gateway:
         if entry.adapter_dir is not None:
             await self.backend.unload_lora(entry)
         return {"status": "ok", "model": name}
+
+
+def _score_candidates(served: ServedModel, messages: list[dict], cands: list[str]) -> list[float]:
+    import torch
+
+    from ..devices import to_device
+    from ..errors import AffectError
+
+    pipe = served.pipe
+    try:
+        batch = to_device(dict(pipe.processor([messages] * len(cands), targets=cands)), pipe.model.device)
+        with torch.inference_mode():
+            out = pipe.model(**batch, return_token_logprobs=True)
+    except AffectError as e:
+        raise APIError(400, str(e), param="messages") from None
+    return [float(x) for x in out["token_logprobs"].float().sum(1).tolist()]
 
 
 async def _read_body(request, limit: int) -> bytes:
@@ -289,6 +330,16 @@ def create_app(gw: Gateway):
         if not isinstance(body, dict):
             raise APIError(400, "the request body must be a JSON object", code="invalid_json")
         return body
+
+    @app.post("/v1/affect/score")
+    async def affect_score(request: Request):
+        gw.check_auth(request.headers.get("authorization"))
+        from .jsonbody import loads
+
+        body = loads(await _read_body(request, gw.cfg.max_request_bytes), gw.cfg.max_json_depth)
+        if not isinstance(body, dict):
+            raise APIError(400, "the request body must be a JSON object", code="invalid_json")
+        return await gw.score(body)
 
     @app.post("/v1/load_lora_adapter")
     async def load_lora_adapter(request: Request):

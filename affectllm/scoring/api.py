@@ -4,31 +4,16 @@ gold/pred are either dicts name -> labels (paired by name; a name on one side on
 equal-length sequences. Labels may be official list strings, lists of strings, or `Prediction` objects."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from ..errors import ScoringInputError
 from .base import METRICS
 from .bootstrap import bootstrap_table
+from .inputs import prepare  # noqa: F401  (re-exported: the public `scoring.prepare`)
 
 # importing the metric modules registers them
 from . import closed as _closed, dimensional as _dimensional, ov_metric as _ov, wheel_metric as _wheel  # noqa: F401,E402
-
-
-def prepare(gold: Mapping[str, Any] | Sequence[Any], pred: Mapping[str, Any] | Sequence[Any]
-            ) -> tuple[list[str] | None, list[Any], list[Any]]:
-    """(names, gold list, pred list) aligned by name, or by position for plain sequences."""
-    if isinstance(gold, Mapping) != isinstance(pred, Mapping):
-        raise ScoringInputError("gold and pred must both be dicts (name -> labels) or both sequences")
-    if isinstance(gold, Mapping):
-        from .inputs import align
-
-        return align(gold, pred)
-    gold, pred = list(gold), list(pred)
-    if len(gold) != len(pred):
-        raise ScoringInputError(f"gold has {len(gold)} samples but pred has {len(pred)}")
-    return None, gold, pred
 
 
 def list_metrics() -> list[str]:

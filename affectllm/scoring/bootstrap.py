@@ -59,7 +59,7 @@ def bootstrap_ci(metric: str | Callable, gold: Any, pred: Any, *, n: int = 1000,
     True
     """
     if isinstance(gold, dict) or isinstance(pred, dict):
-        from .api import prepare
+        from .inputs import prepare
 
         names, gold, pred = prepare(gold, pred)
         opts.setdefault("names", names)

@@ -15,7 +15,7 @@ import io
 import json
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -199,3 +199,16 @@ def read_synonym_zip(path: str | Path) -> dict[str, list[list[str]]]:
                 raise ScoringInputError(f"{path}: member {member!r}: duplicated sample name {name!r}")
             out[name] = parse_groups(value)
     return out
+
+
+def prepare(gold: Mapping[str, Any] | Sequence[Any], pred: Mapping[str, Any] | Sequence[Any]
+            ) -> tuple[list[str] | None, list[Any], list[Any]]:
+    """(names, gold list, pred list) aligned by name, or by position for plain sequences."""
+    if isinstance(gold, Mapping) != isinstance(pred, Mapping):
+        raise ScoringInputError("gold and pred must both be dicts (name -> labels) or both sequences")
+    if isinstance(gold, Mapping):
+        return align(gold, pred)
+    gold, pred = list(gold), list(pred)
+    if len(gold) != len(pred):
+        raise ScoringInputError(f"gold has {len(gold)} samples but pred has {len(pred)}")
+    return None, gold, pred

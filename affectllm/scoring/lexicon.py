@@ -70,12 +70,6 @@ class Lexicon:
         """The shipped project lexicon (loaded once)."""
         return _default()
 
-    @classmethod
-    def from_mer_wheel(cls, root: str | Path) -> "Lexicon":
-        from .wheel import MerWheel
-
-        return MerWheel.load(root).to_lexicon()
-
     # -- look-ups -------------------------------------------------------------------------------------
     @property
     def words(self) -> frozenset[str]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from ..errors import ScoringInputError
 from .labels import split_mer2025
+from .lexicon import Lexicon
 
 WHEELS = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
 LEVELS = ("level1", "level2")
@@ -177,8 +178,6 @@ class MerWheel:
 
     def to_lexicon(self):
         """A generic `Lexicon` view: lemma = M1, head = M2, group = wheel-1 level-1 cluster."""
-        from .lexicon import Lexicon
-
         col = MAPPINGS.index("w1_l1")
         return Lexicon(
             form_to_lemma={w: t[0] for w, t in self.table.items()},

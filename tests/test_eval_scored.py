@@ -99,3 +99,26 @@ def test_openai_scoring_or_a_clear_error_naming_the_task(server):
     else:
         attach_scores(SimpleNamespace(name="calib_meld"), suite, backend, built, responses)
         assert responses[0].logliks == pytest.approx([-0.1, -2.0, -3.0])
+
+
+def test_recognition_option_scored_reports_the_argmax(tmp_path):
+    from conftest import DATA
+
+    if not DATA.is_dir():
+        pytest.skip(f"real data not available: {DATA}")
+    from affectllm.evaluation.backends import DummyBackend
+    from affectllm.evaluation.runner import run_eval
+    from affectllm.evaluation.tasks import evals_dir
+
+    base = evals_dir() / "_base.yaml"
+    (tmp_path / "t.yaml").write_text(
+        f"task: rec_meld_scored\ninclude: {base}\nsuite: zero_shot\nprompt: {{name: emotion_closed}}\n"
+        "dataset: {corpus: meld, split: dev, modalities: [text], stratify: label, limit: 70}\n"
+        "options: {scored: true}\nmetric_list:\n  - {metric: closed_set, options: {label_set: meld}}\n"
+        "metadata: {version: 1}\n")
+    for mode, right in (("oracle", True), ("constant", False)):
+        s = run_eval("dummy", [str(tmp_path / "t.yaml")], tmp_path / mode, backend=DummyBackend(p=0.9, mode=mode),
+                     bootstrap=100, progress=False)
+        m = s["tasks"]["rec_meld_scored"]["metrics"]
+        assert m["scored.n"] == 70 and "scored.uar_ci_low" in m
+        assert m["scored.ci_includes_chance"] == (0.0 if right else 1.0)

@@ -94,7 +94,12 @@ def corpus_seen(ctx, dataset: dict, corpora: set[str] | None = None) -> bool | N
 
 class ZeroShotSuite(Suite):
     name = "zero_shot"
-    option_keys = Suite.option_keys | {"map_to_choices"}
+    option_keys = Suite.option_keys | {"map_to_choices", "scored"}
+
+    def scores_candidates(self, task) -> bool:
+        """Option ``scored``: closed-set prompts also score every candidate label by log-likelihood
+        (`evaluation/scored.py`); `scored.*` metrics are the argmax's, next to the generated answer's."""
+        return bool(task.options.get("scored"))
 
     def gold(self, sample):
         g = super().gold(sample)
@@ -113,6 +118,11 @@ class ZeroShotSuite(Suite):
 
     def record(self, task, item, raw, ctx, response=None):
         out = super().record(task, item, raw, ctx, response)
+        logliks = getattr(response, "logliks", None)
+        cands = item.variables.get("candidates") or []
+        if logliks and len(logliks) == len(cands):
+            out["parsed"]["scored_label"] = cands[max(range(len(cands)), key=lambda i: logliks[i])]
+            out["logliks"] = [round(float(x), 4) for x in logliks]
         if task.options.get("map_to_choices"):
             letter = map_to_choice(out["parsed"].get("labels", []), item.meta.get("choices", []))
             out["parsed"]["choice"] = letter.lower() if letter else None
@@ -127,6 +137,19 @@ class ZeroShotSuite(Suite):
 
     def summarize(self, task, records, ctx):
         out = super().summarize(task, records, ctx)
+        rows = [r for r in records if r["parsed"].get("scored_label") and r["gold"].get("label")]
+        if task.options.get("scored") and rows:
+            from ...scoring import score
+            from ..degenerate import chance_check
+
+            spec = next(m for m in task.metric_list if m.metric == "closed_set")
+            res = score("closed_set", [r["gold"]["label"] for r in rows], [[r["parsed"]["scored_label"]] for r in rows],
+                        mapper=ctx.mapper(spec.options.get("label_set")), bootstrap=ctx.bootstrap)
+            out["metrics"].update({f"scored.{k}": v for k, v in res.items()
+                                   if k.split("_ci_")[0] in ("accuracy", "uar", "macro_f1", "weighted_f1")})
+            k = len(rows[0]["logliks"])
+            right = [float(r["parsed"]["scored_label"] == r["gold"]["label"]) for r in rows]
+            out["metrics"].update({f"scored.{a}": v for a, v in chance_check(right, k).items() if a != "accuracy"})
         if task.options.get("leave_one_out"):
             seen = trained_on(ctx)
             corpus = task.dataset["corpus"]

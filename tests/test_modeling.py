@@ -304,7 +304,9 @@ def test_artifact_write_is_atomic(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(artifact, "save_file", broken)
-    with pytest.raises(OSError):
+    from affectllm.errors import AffectError
+
+    with pytest.raises(AffectError, match=r"\(disk full or a file size limit\); the previous artifact there is kept"):
         artifact.save_artifact(pipe, tmp_path / "ckpt", base="tiny")
     assert (tmp_path / "ckpt" / "projectors.safetensors").read_bytes() == first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

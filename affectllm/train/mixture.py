@@ -15,8 +15,14 @@ honest):
     va        valence/arousal regression with labels (corpora with ratings, e.g. EmoBank)
 
 A mixture entry: {corpus, split (default data.split), modalities (default data.modalities), limit, weight,
-formats: {name: weight}}. `weight` scales how many of the entry's examples one epoch holds (2 = each sample twice,
-in independently drawn formats; 0.5 = a seeded half), so small corpora can be upweighted against large ones."""
+balance, formats: {name: weight}}. `weight` scales how many of the entry's examples one epoch holds (2 = each sample
+twice, in independently drawn formats; 0.5 = a seeded half), so small corpora can be upweighted against large ones.
+`balance: p` (0 < p <= 1) redraws the entry's samples (seeded, with replacement, same count) with probability
+proportional to freq(rarest gold label) ** -p: macro-averaged metrics weigh a class of 77 posts (GoEmotions "grief")
+as much as one of 14k ("neutral"), and a model that rarely sees a class never answers it.
+
+Closed-set answers of a multi-label sample (GoEmotions) hold all of its gold labels in the label set, which is what
+the multi-label metric scores; single-label corpora answer their one label."""
 from __future__ import annotations
 
 import random
@@ -30,7 +36,7 @@ from ..registry import unknown_name_message
 from .examples import Example, load_split, sample_modalities, shuffled_candidates, target_text
 
 FORMATS = ("closed", "ov", "mcq", "yesno", "absent", "modality", "va")
-ENTRY_KEYS = {"corpus", "split", "modalities", "limit", "weight", "formats"}
+ENTRY_KEYS = {"corpus", "split", "modalities", "limit", "weight", "formats", "balance"}
 CANONICAL = {"closed": "emotion_closed", "ov": "emotion_ov"}
 CANONICAL_SHARE = 0.5  # share of closed/ov examples that use the canonical prompt (what chat and evals send)
 MCQ_MAX_OPTIONS = 6
@@ -62,6 +68,9 @@ def validate_mixture(mixture, default_split: str) -> None:
         weight = entry.get("weight", 1.0)
         if not isinstance(weight, (int, float)) or weight <= 0:
             raise ConfigError(f"{where}: weight must be > 0, got {weight!r}")
+        balance = entry.get("balance", 0)
+        if isinstance(balance, bool) or not isinstance(balance, (int, float)) or not 0 <= balance <= 1:
+            raise ConfigError(f"{where}: balance must be a number in [0, 1] (0 = off), got {balance!r}")
         formats = entry.get("formats", {"closed": 1.0})
         if not isinstance(formats, dict) or not formats:
             raise ConfigError(f"{where}: formats must be a non-empty mapping of format -> weight")
@@ -115,7 +124,7 @@ class MixtureBuilder:
         if fmt == "closed":
             cands = shuffled_candidates(space, f"{sample.id}:{rng.random()}", self.seed)
             messages, pid = self._messages(sample, used, prompt, candidates=cands)
-            target = target_text(sample, used, self.style, labels=[gold])
+            target = target_text(sample, used, self.style, labels=closed_answer(sample, space, gold))
         elif fmt == "ov":
             if not sample.labels:
                 return None
@@ -167,6 +176,21 @@ class MixtureBuilder:
         return [m for m in ("audio", "image", "video", "text") if m not in have]
 
 
+def closed_answer(sample: Sample, space: list[str], gold: str) -> list[str]:
+    """All in-set gold labels of a multi-label sample (in the label set's order), else the one gold label."""
+    multi = [c for c in space if c in set(sample.multi_labels)]
+    return multi if len(multi) > 1 else [gold]
+
+
+def balanced_draw(samples: list[Sample], power: float, seed) -> list[Sample]:
+    """`len(samples)` draws with replacement, each sample weighted by freq(its rarest gold label) ** -power."""
+    from collections import Counter
+
+    freq = Counter(label for s in samples for label in (s.labels or [s.label]))
+    weights = [min(freq[label] for label in (s.labels or [s.label])) ** -power for s in samples]
+    return random.Random(seed).choices(samples, weights, k=len(samples))
+
+
 def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalities: list[str], target_style: str,
                   seed: int = 0, data_root=None, on_missing: str = "skip") -> list[Example]:
     """Every entry's examples, formats drawn per (sample, repeat) with a seeded RNG; returns one flat list
@@ -180,6 +204,8 @@ def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalit
         limit = entry.get("limit")
         if limit is not None and limit < len(samples):
             samples = random.Random(seed).sample(samples, int(limit))
+        if entry.get("balance"):
+            samples = balanced_draw(samples, float(entry["balance"]), f"{seed}:{i}:balance")
         formats = entry.get("formats", {"closed": 1.0})
         names, weights = list(formats), [float(w) for w in formats.values()]
         weight = float(entry.get("weight", 1.0))
@@ -189,8 +215,10 @@ def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalit
             pool = samples
             if r == n_full and frac:  # the fractional repeat takes a seeded share of the samples
                 pool = random.Random(f"{seed}:{i}:{r}").sample(samples, max(1, round(frac * len(samples))))
+            copies: dict[str, int] = {}
             for s in pool:
-                rng = random.Random(f"{seed}:{i}:{r}:{s.id}")
+                k = copies[s.id] = copies.get(s.id, -1) + 1  # a balanced draw repeats samples: each copy its own
+                rng = random.Random(f"{seed}:{i}:{r}:{s.id}" + (f":{k}" if k else ""))
                 fmt = rng.choices(names, weights)[0]
                 try:
                     ex = builder.build(s, fmt, list(entry.get("modalities") or default_modalities), rng)
@@ -199,7 +227,7 @@ def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalit
                 if ex is None and fmt != names[0]:  # a format the sample cannot take: fall back to the first
                     ex = builder.build(s, names[0], list(entry.get("modalities") or default_modalities), rng)
                 if ex is not None:
-                    ex.id = f"{ex.id}#r{r}"
+                    ex.id = f"{ex.id}#r{r}" + (f"c{k}" if k else "")
                     out.append(ex)
                     made += 1
         if not made:

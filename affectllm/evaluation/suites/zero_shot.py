@@ -51,8 +51,15 @@ def map_to_choice(labels: list[str], choices: list[str]) -> str | None:
 
 
 def trained_on(ctx) -> list[str] | None:
+    """The corpora of the model's training recipe: the `data.mixture` entries when the recipe has a mixture (its
+    `data.corpora` default is then unused), else `data.corpora`. None when the recipe is unknown."""
     recipe = (ctx.backend_info or {}).get("recipe") or {}
-    corpora = (recipe.get("data") or {}).get("corpora") if isinstance(recipe, dict) else None
+    data = (recipe.get("data") or {}) if isinstance(recipe, dict) else {}
+    mixture = data.get("mixture")
+    if mixture:
+        corpora = list(dict.fromkeys(str(e["corpus"]) for e in mixture if isinstance(e, dict) and "corpus" in e))
+    else:
+        corpora = data.get("corpora")
     return [str(c) for c in corpora] if corpora else None
 
 

@@ -29,6 +29,9 @@ ROWS = {
     "rec_goemotions_dev": ("text, GoEmotions dev (28 labels)", "closed_set_multilabel.macro_f1", ("goemotions", "dev"),
                            "text.json"),
     "rec_meld_dev": ("text, MELD dev (7 cl.)", "closed_set.weighted_f1", ("meld", "dev"), None),
+    "rec_goemotions_dev_random": ("text, GoEmotions dev, seeded random 1000 (28 labels)",
+                                  "closed_set_multilabel.macro_f1", ("goemotions", "dev"), "text.json"),
+    "rec_meld_dev_all": ("text, MELD dev, all utterances (7 cl.)", "closed_set.weighted_f1", ("meld", "dev"), None),
 }
 
 

@@ -95,6 +95,9 @@ def test_report_marks_the_corpus_unseen_unless_the_recipe_trained_on_it(corpus, 
         report = (tmp_path / name / "report.md").read_text()
         assert ("**no, unseen** (zero-shot transfer" in report) is (not seen), name
         assert ("| zs_clips (unseen corpus) |" in report) is (not seen), name
+        section = "### Transfer (corpora the model never saw" if not seen else "### In-domain (the model's recipe"
+        head = report.split("## zs_clips")[0]
+        assert section in head and head.index(section) < head.index("| zs_clips"), name
 
 
 def _task_yaml(folder: Path, **dataset) -> Path:

@@ -154,6 +154,25 @@ def _table(rows: list[list[str]], header: list[str]) -> list[str]:
     return out
 
 
+SECTIONS = ((True, "In-domain (the model's recipe trained on these corpora)"),
+            (False, "Transfer (corpora the model never saw in training: zero-shot)"),
+            (None, "Training corpora unknown (no recipe.yaml for this model)"))
+
+
+def headline_tables(rows: list[list[str]], kinds: list[bool | None]) -> list[str]:
+    """One headline table, or one per kind of row (in-domain, transfer, unknown) when the recipe is known, so an
+    in-domain score is never read as transfer."""
+    header = ["task", "suite", "n samples / records", "headline (95% CI)", "prompts"]
+    if set(kinds) <= {None}:
+        return _table(rows, header) + [""]
+    out = []
+    for kind, title in SECTIONS:
+        mine = [r for r, k in zip(rows, kinds) if k is kind]
+        if mine:
+            out += [f"### {title}", ""] + _table(mine, header) + [""]
+    return out
+
+
 def write_report(outdir: Path, summary: dict) -> Path:
     """report.md from the run summary (plots already written next to it)."""
     from .backends import portable_text
@@ -171,8 +190,9 @@ def write_report(outdir: Path, summary: dict) -> Path:
               "(tasks whose answers cannot depend on the seed run once)",
               f"- **bootstrap**: {summary['run'].get('bootstrap')} resamples, 95% percentile intervals", ""]
     lines += ["## Headline results", ""]
-    rows = []
+    rows, kinds = [], []
     for name, t in summary["tasks"].items():
+        kinds.append(t.get("data", {}).get("seen_in_training"))
         if t.get("status") != "ok":
             rows.append([name, t.get("suite", ""), "-", f"*{t.get('status')}*", ""])
             continue
@@ -185,7 +205,7 @@ def write_report(outdir: Path, summary: dict) -> Path:
         n = t.get("data", {}).get("n_samples")
         rows.append([shown, t["suite"], f"{n} / {t.get('n_records')}", cells,
                      ", ".join(t.get("prompt_ids", []))[:120]])
-    lines += _table(rows, ["task", "suite", "n samples / records", "headline (95% CI)", "prompts"]) + [""]
+    lines += headline_tables(rows, kinds)
     if any("n/a" in r[3] for r in rows):
         lines += ["*n/a*: undefined on these answers, reported as the official code does instead of as 0. The official "
                   "wheel F is 2·P̄·R̄/(P̄+R̄) with no zero guard, so P̄ = R̄ = 0 (no answer maps into the lexicon) is "

@@ -3,7 +3,8 @@
 * ``openai``: any OpenAI-compatible server (the affectllm gateway in front of vLLM, or vLLM itself), through the
   official `openai` client; media become OpenAI content parts (`serve.client.to_openai_messages`: base64, or
   ``file://`` URLs with ``send_paths``). Logprobs with ``top_logprobs`` (<= 20) when a task asks. Requests run
-  ``concurrency`` at a time so the server can batch them. The default when ``--model`` is an http(s) URL.
+  ``concurrency`` at a time so the server can batch them. The default when ``--model`` is an http(s) URL; several
+  URLs (``URL1,URL2`` or ``@endpoints.txt``) shard the requests across servers with fail-over (`sharding.py`).
 * ``hf``: an in-process `AffectPipeline` (preset or checkpoint), batched left-padded greedy generation (sampling
   only when a task sets a temperature), token logprobs from the generation logits.
 * ``dummy``: no model; a deterministic answer from the item's oracle (its gold) and a seed: right with probability
@@ -39,6 +40,11 @@ class Request:
     top_logprobs: int = 0
     oracle: dict = field(default_factory=dict)
     candidates: list[str] | None = None   # answer texts to score (scored-candidate tasks), no generation
+
+
+class ServerUnavailable(AffectError):
+    """The server could not answer (connection lost or refused, timeout, HTTP 5xx/429), not the request's fault:
+    a sharded eval moves the request to another server."""
 
 
 class ScoringUnsupported(AffectError):
@@ -399,7 +405,7 @@ class OpenAIBackend(Backend):
             try:
                 self._served = [m.model_dump() for m in self.client.models.list().data]
             except openai.APIConnectionError as e:
-                raise AffectError(f"cannot reach the server at {self.url}: {e}") from None
+                raise ServerUnavailable(f"cannot reach the server at {self.url}: {e}") from None
             if not self._served:
                 raise AffectError(f"{self.url} serves no models")
         return self._served
@@ -458,10 +464,10 @@ class OpenAIBackend(Backend):
         try:
             resp = self.client.chat.completions.create(**params)
         except openai.APIConnectionError as e:
-            raise AffectError(f"lost the server at {self.url}: {e}") from None
+            raise ServerUnavailable(f"lost the server at {self.url}: {e}") from None
         except openai.APIStatusError as e:
             if e.status_code >= 500 or e.status_code == 429:
-                raise AffectError(f"server error at {self.url} (HTTP {e.status_code}): {e}") from None
+                raise ServerUnavailable(f"server error at {self.url} (HTTP {e.status_code}): {e}") from None
             if r.top_logprobs and "logprob" in str(e).lower():      # a server without logprobs: answer anyway
                 return self._one(model, Request(**{**r.__dict__, "top_logprobs": 0}))
             return Response("", None, "error", error=f"HTTP {e.status_code}: {e}")
@@ -498,7 +504,7 @@ class OpenAIBackend(Backend):
                     model=model, messages=msgs + [{"role": "assistant", "content": c}], max_tokens=1, temperature=0.0,
                     extra_body={"prompt_logprobs": 0, "add_generation_prompt": False, "continue_final_message": True})
             except openai.APIConnectionError as e:
-                raise AffectError(f"lost the server at {self.url}: {e}") from None
+                raise ServerUnavailable(f"lost the server at {self.url}: {e}") from None
             except openai.APIStatusError as e:
                 raise ScoringUnsupported(f"{self.url} refused a prompt_logprobs request (HTTP {e.status_code}: "
                                          f"{str(e)[:200]})") from None
@@ -517,13 +523,13 @@ class OpenAIBackend(Backend):
             resp = httpx.post(f"{self.url}/affect/score", json={"model": model, "messages": msgs, "candidates": cands},
                               headers={"Authorization": f"Bearer {self.client.api_key}"}, timeout=self.client.timeout)
         except httpx.HTTPError as e:
-            raise AffectError(f"lost the server at {self.url}: {e}") from None
+            raise ServerUnavailable(f"lost the server at {self.url}: {e}") from None
         if resp.status_code in (404, 405):
             self._affect_score = False
             return None
         if resp.status_code != 200:
             if resp.status_code >= 500 and resp.status_code != 501:
-                raise AffectError(f"server error at {self.url} (HTTP {resp.status_code}): {resp.text[:200]}")
+                raise ServerUnavailable(f"server error at {self.url} (HTTP {resp.status_code}): {resp.text[:200]}")
             raise ScoringUnsupported(f"{self.url}/affect/score: HTTP {resp.status_code}: {resp.text[:200]}")
         return [float(x) for x in resp.json()["logliks"]]
 
@@ -552,7 +558,17 @@ def shared_prefix_logliks(rows: list[list[tuple[str, float]]]) -> list[float]:
 
 
 def make_backend(model: Any, backend: str | None = None, **opts) -> Backend:
-    """`backend` None: openai for an http(s) URL, dummy for the model name "dummy", else hf."""
+    """`backend` None: openai for an http(s) URL (or several: `sharding.is_endpoint_list`), dummy for the model name
+    "dummy", else hf."""
+    from .sharding import ShardedBackend, is_endpoint_list, parse_endpoints
+
+    if is_endpoint_list(model):
+        if backend not in (None, "openai"):
+            raise ConfigError(f"--model {model}: several endpoints go with the openai backend, not {backend}")
+        return ShardedBackend(parse_endpoints(model), model=opts.get("served_model"),
+                              per_server=opts.get("per_server_concurrency") or opts.get("concurrency") or 8,
+                              **{k: v for k, v in opts.items()
+                                 if k in ("api_key", "send_paths", "checkpoint", "timeout") and v is not None})
     if backend is None:
         backend = ("openai" if isinstance(model, str) and model.startswith(("http://", "https://"))
                    else "dummy" if model == "dummy" else "hf")
@@ -567,7 +583,8 @@ def make_backend(model: Any, backend: str | None = None, **opts) -> Backend:
             raise ConfigError(f"the openai backend needs --model http(s)://HOST:PORT/v1, got {model!r}")
         return OpenAIBackend(model, model=opts.get("served_model"),
                              **{k: v for k, v in opts.items()
-                                if k in ("api_key", "concurrency", "send_paths", "checkpoint") and v is not None})
+                                if k in ("api_key", "concurrency", "send_paths", "checkpoint", "timeout")
+                                and v is not None})
     from ..registry import unknown_name_message
 
     raise ConfigError(unknown_name_message("eval backend", backend, ["dummy", "hf", "openai"]))

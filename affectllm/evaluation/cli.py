@@ -3,6 +3,7 @@
     affectllm eval --model http://127.0.0.1:8000/v1 --tasks default --output runs/eval/mini
     affectllm eval --model runs/sft_lora/final --tasks zero_shot,emobench --limit 20
     affectllm eval --model dummy --tasks ov --limit 2          # no model: checks the plumbing
+    affectllm eval --model http://gpu1:8000/v1,http://gpu2:8000/v1 --tasks default    # several servers (or @file)
     affectllm eval --list                                      # tasks and groups
     affectllm eval --model tiny --manifest clips.jsonl --label-set labels.yaml    # your own corpus (no YAML)
 """
@@ -17,7 +18,8 @@ from ..errors import AffectError
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="http(s)://HOST:PORT/v1 of an OpenAI-compatible server, a preset name, a "
-                                   "checkpoint folder, or 'dummy'")
+                                   "checkpoint folder, or 'dummy'; several servers of the same model: URL1,URL2,... "
+                                   "or @FILE (one URL a line, # comments): requests are shared, with fail-over")
     p.add_argument("--tasks", help="comma-separated task and group names (or YAML paths), e.g. default or ov,zs_meld")
     p.add_argument("--limit", type=int, help="samples per task (overrides the task and group limits)")
     p.add_argument("--seeds", type=int, default=3, help="seeds for tasks whose answers depend on one (sampling); "
@@ -30,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="openai backend: the local preset or checkpoint folder the server runs, to record "
                                         "its weights hash and training recipe (trained_on)")
     p.add_argument("--concurrency", type=int, default=8, help="parallel requests to the server (default 8)")
+    p.add_argument("--per-server-concurrency", type=int,
+                   help="with several servers: requests in flight per server (default: --concurrency)")
+    p.add_argument("--request-timeout", type=float, help="openai backend: seconds before a request counts as a "
+                                                         "server failure (default 600)")
     p.add_argument("--send-paths", action="store_true",
                    help="send media as file:// URLs (the server must allow their folder) instead of base64")
     p.add_argument("--batch-size", type=int, default=8, help="requests per generate() call (hf batch)")
@@ -80,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
 
     opts = {"batch_size": args.batch_size, "p": args.dummy_p, "dtype": args.dtype, "served_model": args.served_model,
             "api_key": args.api_key or os.environ.get("AFFECTLLM_API_KEY"), "concurrency": args.concurrency,
-            "send_paths": args.send_paths, "checkpoint": args.checkpoint}
+            "send_paths": args.send_paths, "checkpoint": args.checkpoint,
+            "per_server_concurrency": args.per_server_concurrency, "timeout": args.request_timeout}
     from pathlib import Path
 
     out = args.output or default_output(args.model) + (f"_{Path(args.manifest).stem}" if args.manifest else "")

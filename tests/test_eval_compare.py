@@ -50,3 +50,10 @@ def test_compare_bad_input(two_runs, tmp_path):
         compare_runs([two_runs / "good"], tmp_path / "o")
     with pytest.raises(AffectError, match="no summary.json"):
         compare_runs([two_runs / "good", tmp_path], tmp_path / "o")
+
+
+def test_cli_compare(two_runs, tmp_path, capsys):
+    from affectllm.evaluation.cli import main
+
+    assert main(["--compare", str(two_runs / "good"), str(two_runs / "bad"), "--output", str(tmp_path / "c")]) == 0
+    assert "compare.md" in capsys.readouterr().out and (tmp_path / "c" / "compare.md").is_file()

@@ -5,6 +5,7 @@
     affectllm eval --model dummy --tasks ov --limit 2          # no model: checks the plumbing
     affectllm eval --model http://gpu1:8000/v1,http://gpu2:8000/v1 --tasks default    # several servers (or @file)
     affectllm eval --list                                      # tasks and groups
+    affectllm eval --compare runs/eval/a runs/eval/b --output runs/eval/a_vs_b   # side by side, same task versions
     affectllm eval --model tiny --manifest clips.jsonl --label-set labels.yaml    # your own corpus (no YAML)
 """
 from __future__ import annotations
@@ -52,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suites", help="with --manifest: comma-separated subset of zero_shot, calibration, "
                                     "prompt_sensitivity, hallucination, fairness (default: all)")
     p.add_argument("--list", action="store_true", help="list tasks and groups, then exit")
+    p.add_argument("--compare", nargs="+", metavar="RUN",
+                   help="finished eval folders to compare side by side (with --output): headline metrics with n and "
+                        "CIs; refused when a shared task's version differs")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -78,6 +82,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list:
         return list_tasks()
+    if args.compare:
+        from .compare import compare_runs
+
+        if not args.output:
+            raise AffectError("--compare needs --output (the folder for compare.md and compare.png)")
+        print(f"wrote {compare_runs(args.compare, args.output)}")
+        return 0
     if not args.model or not (args.tasks or args.manifest):
         raise AffectError("affectllm eval needs --model and --tasks or --manifest (or --list)")
     if (args.label_set or args.split or args.suites) and not args.manifest:

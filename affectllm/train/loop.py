@@ -3,9 +3,12 @@
 Why our own loop rather than a TRL trainer: batches carry audio and video features (or cached tower states) that
 the TRL trainers drop, and exact resume needs control of data order, RNG and checkpoint atomicity. The loop is
 deliberately plain: deterministic batch order from (seed, epoch), one optimizer step per global batch, a finite
-loss check before any update, metrics to JSONL (+ TensorBoard when installed), tqdm with loss and throughput."""
+loss check before any update, metrics to JSONL (+ TensorBoard when installed), tqdm with loss and throughput.
+Single process, DDP and FSDP2 run the same loop; what they change (the accelerate set-up, DDP's plain-dict outputs,
+FSDP2's sharded weights and collective saves) lives in train/distributed.py and train/sharded.py."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,7 +21,8 @@ from tqdm.auto import tqdm
 
 from ..data import cache_dir
 from ..errors import AffectError
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_sharded_checkpoint
+from .distributed import DictOutputs, after_prepare, configure_fsdp, is_fsdp, make_accelerator
 from .encoding import ExampleEncoder
 from .examples import build_examples
 from .recipe import Recipe
@@ -146,11 +150,10 @@ def total_steps(recipe: Recipe, plan: BatchPlan) -> int:
 def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) -> Path:
     """Run a recipe; returns the final artifact folder. `stop_after` ends early without a final artifact
     (used to simulate an interrupted run in tests)."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from accelerate.utils import set_seed
 
-    acc = Accelerator(cpu=not torch.cuda.is_available(),
-                      kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc = make_accelerator()
+    fsdp = is_fsdp(acc)
     set_seed(recipe.optim.seed)
     out = Path(recipe.run.output_dir)
     if acc.is_main_process:
@@ -179,11 +182,18 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
     groups = parameter_groups(pipe.model, recipe)
     optimizer = torch.optim.AdamW(groups)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, group_schedules(recipe, groups, steps))
-    model, optimizer = acc.prepare(pipe.model, optimizer)
+    if fsdp:
+        configure_fsdp(acc, pipe.model, recipe)
+    ddp = not fsdp and acc.num_processes > 1
+    model, optimizer = acc.prepare(DictOutputs(pipe.model) if ddp else pipe.model, optimizer)
+    if fsdp:
+        after_prepare(model)
     start = 0
     ckpt = latest_checkpoint(out) if recipe.run.resume else None
     if ckpt is not None:
-        start = load_checkpoint(ckpt, pipe.model, optimizer, scheduler)["step"]
+        _check_same_batch(ckpt, plan.global_batch)
+        start = load_checkpoint(ckpt, pipe.model, optimizer, scheduler, acc.process_index, acc.num_processes,
+                                fsdp)["step"]
     log = MetricsLog(out / "metrics.jsonl", start, acc.is_main_process, recipe.run.tensorboard)
     if acc.is_main_process:
         (out / "recipe.yaml").write_text(recipe.to_yaml())
@@ -211,8 +221,9 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
             for k, v in info.items():
                 record[k] = record.get(k, 0.0) + v / recipe.optim.grad_accum
         if recipe.optim.max_grad_norm:
-            record["grad_norm"] = float(acc.clip_grad_norm_(
-                [p for p in model.parameters() if p.requires_grad], recipe.optim.max_grad_norm))
+            norm = acc.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.optim.max_grad_norm)
+            if norm is not None:  # None under DeepSpeed, which clips inside its engine
+                record["grad_norm"] = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -225,9 +236,14 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
         bar.set_postfix(loss=f"{record['loss']:.4f}", sps=f"{record['samples_per_s']:.2f}")
         if (step + 1) % recipe.run.save_every == 0 or step + 1 == steps:
             acc.wait_for_everyone()
-            if acc.is_main_process:
+            trainer_state = {"recipe": recipe.name, "examples": len(examples), "global_batch": plan.global_batch,
+                             "world_size": acc.num_processes}
+            if fsdp:  # collective: every rank writes its shard
+                save_sharded_checkpoint(acc, out, step + 1, pipe, base, recipe.to_yaml(), optimizer, scheduler,
+                                        trainer_state, keep=recipe.run.keep_checkpoints)
+            elif acc.is_main_process:
                 save_checkpoint(out, step + 1, pipe, base, recipe.to_yaml(), optimizer, scheduler,
-                                {"recipe": recipe.name, "examples": len(examples)}, keep=recipe.run.keep_checkpoints)
+                                trainer_state, keep=recipe.run.keep_checkpoints)
         if recipe.run.eval_every and recipe.run.eval_task and ((step + 1) % recipe.run.eval_every == 0
                                                                 or step + 1 == steps):
             acc.wait_for_everyone()
@@ -239,11 +255,26 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
             return out
     acc.wait_for_everyone()
     final = out / "final"
-    if acc.is_main_process:
-        from ..artifact import save_artifact
+    from ..artifact import save_artifact
+    from .sharded import full_weights
 
-        save_artifact(pipe, final, base=base, recipe_yaml=recipe.to_yaml())
+    with full_weights(pipe.model, acc.is_main_process) if fsdp else contextlib.nullcontext():
+        if acc.is_main_process:
+            save_artifact(pipe, final, base=base, recipe_yaml=recipe.to_yaml())
+    acc.wait_for_everyone()
     return final
+
+
+def _check_same_batch(ckpt: Path, global_batch: int) -> None:
+    """The batch plan is a function of the global batch: resuming with another one (e.g. another process count
+    with the same per-process batch) would replay or skip examples, so it is refused."""
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    saved = state.get("global_batch")
+    if saved is not None and saved != global_batch:
+        raise AffectError(f"checkpoint {ckpt} was written with a global batch of {saved} "
+                          f"({state.get('world_size', '?')} processes) but this run's is {global_batch}; keep "
+                          "optim.batch_size x optim.grad_accum x processes equal to resume it, or use a new "
+                          "run.output_dir")
 
 
 def check_features(batch: dict, exs) -> None:

@@ -75,10 +75,17 @@ def previous(file: str | None, metric: str) -> tuple[str, str]:
     if not file or not (RESULTS / file).is_file():
         return "–", "–"
     d = json.loads((RESULTS / file).read_text())
-    key = "closed_set" if "closed_set." in metric and "multilabel" not in metric else "closed_set_multilabel"
+    keys = (("closed_set",) if "closed_set." in metric and "multilabel" not in metric
+            else ("closed_set_multilabel", "multilabel"))  # text.json (older runs) calls the block "multilabel"
     short = metric.split(".")[-1]
-    get = lambda block: (block or {}).get(key, {}).get(short)  # noqa: E731
-    return fmt(get(d.get("untuned"))), fmt(get(d.get("tuned")))
+
+    def get(block: dict | None) -> str:
+        block = block or {}
+        for key in keys:
+            if short in block.get(key, {}):
+                return fmt(block[key][short], n=block.get("n"))
+        return "–"
+    return get(d.get("untuned")), get(d.get("tuned"))
 
 
 def rows_from(summary_dirs: list[Path]) -> list[dict]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -206,16 +207,26 @@ def test_missing_media_row_is_skipped_and_counted_or_fails(tmp_path, manifest):
 
 @pytest.mark.parametrize("stage", ["sft", "grpo"])
 def test_accelerate_two_processes(tmp_path, manifest, stage):
+    """The shipped cpu2.yaml really starts two ranks (`--cpu --num_processes 2` ran one): the checkpoint records
+    world size 2 and the global batch of both ranks."""
     recipe_path = tmp_path / "recipe.yaml"
     tiny_recipe(tmp_path, manifest, stage)  # writes recipe.yaml
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(REPO / "recipes" / "accelerate" / "cpu2.yaml"), "--main_process_port", str(free_port()),
            "-m", "affectllm.train", str(recipe_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(losses(tmp_path / "run")) == 2
     assert (tmp_path / "run" / "final" / "adapter").exists()
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-000002" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2 and state["global_batch"] == 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def test_rewards_use_the_scorer():

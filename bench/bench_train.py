@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+SLOW_RATIO = 8  # a dtype this many times slower at matmul than auto's is timed on one small step only
+
 
 def matmul_peak(dtype: torch.dtype, size: int = 2048, max_call_s: float = 1.0, budget_s: float = 4.0) -> dict:
     """GFLOP/s of a size^3 matmul (best of up to 10 timed calls after a warm-up). A 512^3 probe first: on a CPU
@@ -51,11 +53,12 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, max_call_s: float = 1.0, b
     return {"gflops": round(2 * size ** 3 / best / 1e9, 1), "size": size}
 
 
-def _recipe(base: str, dtype: str, corpora: list[str], modalities: list[str], cache: bool, quant: bool = False):
+def _recipe(base: str, dtype: str, corpora: list[str], modalities: list[str], cache: bool, quant: bool = False,
+            batch_size: int = 4):
     from affectllm.train import load_recipe
 
     return load_recipe("sft_lora", [f"model.base={base}", f"model.dtype={dtype}", f"data.corpora={corpora}",
-                                    f"data.modalities={modalities}", "data.limit=64", "optim.batch_size=4",
+                                    f"data.modalities={modalities}", "data.limit=64", f"optim.batch_size={batch_size}",
                                     f"run.feature_cache={str(cache).lower()}", f"lora.quantize_4bit={str(quant).lower()}",
                                     "data.split=trainval" if corpora == ["ravdess"] else "data.split=train"])
 
@@ -131,14 +134,23 @@ def lora_auto_vs_fp32(base: str, steps: int, peaks: dict) -> dict:
     other = "bfloat16" if auto == "float32" else "float32"
     if auto == "float32":
         out["note"] = ("auto is float32 on this machine; bfloat16 is measured too so the ratio is visible "
-                       "(step_speedup_auto_over_other > 1 confirms the choice)")
+                       "(speedup_auto_over_other > 1 confirms the choice)")
+    # A dtype whose matmul peak is far below auto's (bf16 without native support: ~1 GFLOP/s on a Zen 3, where one
+    # batch-4 step would take ~5 min) is timed on one batch-1 step and compared per token, not per step.
+    slow = peaks[other]["gflops"] * SLOW_RATIO < peaks[auto]["gflops"]
     for label, dtype in (("auto", "auto"), (other, other)):
         name = auto if label == "auto" else dtype
-        r = timed_steps(_recipe(base, dtype, ["goemotions"], ["text"], True), steps)
-        out[label] = _step_row(r, peaks, name)
+        n, bs = (1, 1) if label != "auto" and slow else (steps, 4)
+        r = timed_steps(_recipe(base, dtype, ["goemotions"], ["text"], True, batch_size=bs), n)
+        out[label] = {**_step_row(r, peaks, name), "batch_size": bs, "steps_timed": n}
+        out[label]["tokens_per_s"] = round(out[label]["tokens_per_step"] / out[label]["step_s"], 1)
         print(f"lora step {label} ({name}):", out[label], flush=True)
         gc.collect()
-    out["step_speedup_auto_over_other"] = round(out[other]["step_s"] / out["auto"]["step_s"], 3)
+    if slow:
+        out["note_slow_other"] = (f"{other} matmul peak is < 1/{SLOW_RATIO} of {auto}'s here: timed on one batch-1 "
+                                  f"step, compared in tokens/s")
+    out["speedup_auto_over_other"] = round(out["auto"]["tokens_per_s"] / out[other]["tokens_per_s"], 3)
+    out["speedup_basis"] = "tokens/s (training tokens per second of the LoRA step)"
     return out
 
 

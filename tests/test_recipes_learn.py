@@ -254,3 +254,21 @@ def test_mixture_formats_targets_and_balance(tiny, tmp_path):
     again = build_mixture(tiny, [{"corpus": str(path), "formats": fmts}], "train", ["text"], "labels", seed=3,
                           data_root=tmp_path)
     assert [e.target for e in again] == [e.target for e in exs]
+
+
+def test_align_steps_draw_only_examples_with_media():
+    """In a text + media mixture the projector-only steps see media examples only; afterwards every example is
+    drawn, epoch by epoch, as without alignment. The plan is a function of the step (resume-safe)."""
+    from affectllm.train.loop import BatchPlan
+
+    media = [1, 4, 5, 8, 9, 12]
+    plan = BatchPlan(20, 4, seed=0, align_pool=media, align_steps=5)
+    early = [plan.indices(s) for s in range(5)]
+    assert all(set(b) <= set(media) and len(b) == 4 for b in early)
+    assert set().union(*map(set, early)) == set(media)
+    later = [i for s in range(5, 10) for i in plan.indices(s)]  # one full epoch of the whole mixture
+    assert sorted(later) == list(range(20))
+    again = BatchPlan(20, 4, seed=0, align_pool=media, align_steps=5)
+    assert [again.indices(s) for s in (7, 2, 0)] == [plan.indices(s) for s in (7, 2, 0)]
+    plain, everything = BatchPlan(20, 4, seed=0), BatchPlan(20, 4, seed=0, align_pool=list(range(20)), align_steps=5)
+    assert [plain.indices(s) for s in range(10)] == [everything.indices(s) for s in range(10)]

@@ -171,6 +171,51 @@ def test_stream_and_openai_client(stack, http):
         client.chat.completions.create(model="nope", messages=messages)
 
 
+def test_candidate_scoring_refused_with_lora_on(http):
+    """This engine runs with LoRA support (an adapter and a runtime-LoRA folder): vLLM 0.32 dies computing prompt
+    logprobs then (measured), so scoring is a 501 that says why, and the engine stays up."""
+    parts = [{"type": "text", "text": "How does this sound: 'I won!'"}]
+    resp = http.post("/v1/affect/score", json={"model": "tiny", "messages": [{"role": "user", "content": parts}],
+                                               "candidates": ['{"labels": ["joy"]', '{"labels": ["anger"]']})
+    assert resp.status_code == 501 and "LoRA" in resp.text and "--backend hf" in resp.text
+    assert http.get("/health").status_code == 200
+
+
+@pytest.mark.slow  # a second vLLM start (~1 min here)
+def test_candidate_scoring_in_vllm_without_lora(tmp_path):
+    """A base model served without LoRA support: text candidates are scored in the engine (prompt_logprobs) and
+    equal the transformers engine's log-likelihoods, also through the eval suite's client; media are a 501."""
+    from affectllm.api import load
+    from affectllm.evaluation.backends import HFBackend, OpenAIBackend, Request
+    from affectllm.serve.config import ServeConfig
+    from affectllm.serve.server import VLLMOptions, start
+
+    short_tmp = tempfile.mkdtemp(prefix="afs-", dir="/tmp")
+    running = start("tiny", backend="vllm", cfg=ServeConfig(port=0),
+                    vllm=VLLMOptions(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1,
+                                     max_model_len=2048, workdir=short_tmp))
+    try:
+        assert "--enable-lora" not in running.vllm.command()
+        parts = [{"type": "text", "text": "How does this sound: 'I won!'"}]
+        msgs = [{"role": "user", "content": parts}]
+        cands = ['{"labels": ["joy"]', '{"labels": ["anger"]', '{"labels": ["neutral"]']
+        local = HFBackend(load("tiny")).score([Request(key="k", messages=msgs, candidates=cands)])[0].logliks
+        for _ in range(2):  # the second time the prompt comes from the prefix cache
+            resp = httpx.post(f"{running.url}/v1/affect/score", json={"model": "tiny", "messages": msgs,
+                                                                    "candidates": cands}, timeout=120)
+            assert resp.status_code == 200, resp.text
+            assert resp.json()["logliks"] == pytest.approx(local, abs=1e-4)
+        remote = OpenAIBackend(running.url, model="tiny").score([Request(key="k", messages=msgs,
+                                                                         candidates=cands)])[0].logliks
+        assert remote == pytest.approx(local, abs=1e-4)
+        media = httpx.post(f"{running.url}/v1/affect/score", timeout=120, json={
+            "model": "tiny", "candidates": cands, "messages": [{"role": "user", "content": MEDIA["image"]()}]})
+        assert media.status_code == 501 and "prompt embeddings" in media.text
+    finally:
+        running.stop()
+        shutil.rmtree(short_tmp, ignore_errors=True)
+
+
 @pytest.mark.parametrize("body, status, needle", [
     ({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3000}, 400, "max_tokens"),
     ({"model": "tiny", "messages": [{"role": "user", "content": "x" * 2100}]}, 400, "context"),

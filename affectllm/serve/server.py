@@ -137,7 +137,8 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
                               max_loras=opts.max_loras, gpu_memory_utilization=opts.gpu_memory_utilization,
                               enforce_eager=opts.enforce_eager, prefix_caching=opts.prefix_caching,
                               block_size=opts.block_size,
-                              runtime_lora=True, cache_root=opts.cache_root, workdir=opts.workdir,
+                              runtime_lora=cfg.runtime_lora_dir is not None, cache_root=opts.cache_root,
+                              workdir=opts.workdir,
                               extra_args=opts.extra_args, extra_env=opts.extra_env)
             log.info("starting vLLM: %s", " ".join(proc.command()).replace(proc.api_key, "***"))
             t1 = time.perf_counter()
@@ -156,7 +157,8 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
         max_len = opts.max_model_len if proc is not None else _served_max_len(url, key, opts.max_model_len)
         backend = VLLMBackend(url, key, alive=supervisor.reason if proc else None, max_model_len=max_len,
                               retry_after=supervisor.retry_after if proc else None,
-                              status=supervisor.status if proc else None)
+                              status=supervisor.status if proc else None,
+                              lora_enabled=proc.lora_enabled if proc else True)
         gw = Gateway(registry, backend, cfg)
     return Running(gw, create_app(gw), proc, supervisor=supervisor)
 

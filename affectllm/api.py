@@ -124,14 +124,23 @@ def load(preset_or_path: str | Path, dtype: str | torch.dtype | None = None) -> 
 
     if dtype is not None:  # resolve once, up front: a bad name fails before any weights load
         dtype = resolve_dtype_name(dtype)
+    from .shipped import list_shipped, shipped_path
+
     path = Path(preset_or_path)
     if str(preset_or_path) in list_presets():
         model, processor = build_preset(str(preset_or_path), dtype=dtype)
         return AffectPipeline(model, processor, str(preset_or_path))
+    if str(preset_or_path) in list_shipped():
+        from .artifact import load_artifact
+
+        pipe = load_artifact(shipped_path(str(preset_or_path)), dtype=dtype)
+        pipe.name = str(preset_or_path)
+        return pipe
     if not path.is_dir():
         from .registry import unknown_name_message
 
-        raise ConfigError(unknown_name_message("preset or checkpoint folder", str(preset_or_path), list_presets()))
+        raise ConfigError(unknown_name_message("preset, shipped model or checkpoint folder", str(preset_or_path),
+                                               list_presets() + list_shipped()))
     from .artifact import is_artifact, load_artifact
 
     if is_artifact(path):

@@ -155,7 +155,7 @@ def load_artifact(path: str | Path, dtype: str | torch.dtype | None = None, merg
     llm/ follow the base's dtype."""
     from .api import AffectPipeline, load
     from .dtypes import resolve_dtype_name
-    from .processing_affect import AffectProcessor
+    from .processing_affect import AffectProcessor, processor_limits
 
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
@@ -187,5 +187,8 @@ def load_artifact(path: str | Path, dtype: str | torch.dtype | None = None, merg
         if merge_lora:
             model.language_model = model.language_model.merge_and_unload()
     model.eval()
-    processor = AffectProcessor.from_pretrained(path, config=model.config)
+    if (path / "tokenizer_config.json").is_file():
+        processor = AffectProcessor.from_pretrained(path, config=model.config)
+    else:  # a shipped model (affectllm.shipped) keeps only what training changed: the tokenizer is the base's
+        processor = AffectProcessor(pipe.processor.tokenizer, model.config, processor_limits(path))
     return AffectPipeline(model, processor, str(path))

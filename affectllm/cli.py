@@ -22,6 +22,11 @@ def _cmd_ls(args: argparse.Namespace) -> int:
     print("presets:")
     for name in list_presets():
         print(f"  {name:48s} {preset_spec(name)['description'][:100]}")
+    from .shipped import list_shipped, manifest
+
+    print("shipped models (trained artifacts in the package, sha256-checked at load):")
+    for name in list_shipped() or ["(none)"]:
+        print(f"  {name:48s} {'' if name == '(none)' else 'LoRA + projectors on ' + str(manifest(name)['base'])}")
     print("prompts:")
     for name in list_prompts():
         print(f"  {get_prompt(name).id}")

@@ -48,6 +48,12 @@ class _Items:
     videos: list[np.ndarray] = field(default_factory=list)
 
 
+def processor_limits(path: str | Path) -> media.MediaLimits:
+    """The media limits saved beside a processor (affect_processor.json), else the defaults."""
+    file = Path(path) / PROCESSOR_FILE
+    return media.MediaLimits(**json.loads(file.read_text())["limits"]) if file.exists() else media.MediaLimits()
+
+
 class AffectProcessor:
     """Tokenizer + media featurisation for one AffectConfig (feature settings derive from the towers' configs)."""
 
@@ -81,11 +87,7 @@ class AffectProcessor:
     def from_pretrained(cls, path: str | Path, config: AffectConfig | None = None) -> "AffectProcessor":
         path = Path(path)
         config = config or AffectConfig.from_pretrained(path)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        limits = media.MediaLimits()
-        if (path / PROCESSOR_FILE).exists():
-            limits = media.MediaLimits(**json.loads((path / PROCESSOR_FILE).read_text())["limits"])
-        return cls(tokenizer, config, limits)
+        return cls(AutoTokenizer.from_pretrained(path), config, processor_limits(path))
 
     # ---- media items -> tower inputs -------------------------------------------------------------------------
     def _audio(self, src: Any) -> np.ndarray:

@@ -48,10 +48,11 @@ def resolve_source(source: str) -> tuple[str, str, Path | None]:
     """CHECKPOINT_OR_PRESET -> (base served name, base reference for `load`, main artifact or None)."""
     from ..artifact import BASE_KEY, is_artifact
     from ..presets import list_presets
+    from ..shipped import list_shipped, shipped_path
 
     if source in list_presets():
         return source, source, None
-    path = Path(source).expanduser()
+    path = shipped_path(source) if source in list_shipped() else Path(source).expanduser()
     if not path.is_dir():
         from ..registry import unknown_name_message
 

@@ -133,3 +133,13 @@ def test_reports_never_show_absolute_machine_paths(tmp_path):
     (tmp_path / "ckpt").mkdir()
     (tmp_path / "ckpt" / "config.json").write_text("{}")
     assert str(tmp_path) not in local_identity(str(tmp_path / "ckpt"))["hash_kind"]
+
+
+def test_the_model_line_of_a_report_is_not_an_absolute_path(tmp_path):
+    """An artifact evaluated from a folder outside the repository is named by its last parts, not its path."""
+    from affectllm.evaluation.backends import HFBackend
+    from serve_helpers import make_lora_artifact
+
+    artifact = make_lora_artifact(tmp_path / "runs" / "mine")
+    info = HFBackend(str(artifact)).info()
+    assert str(tmp_path) not in info["model_id"] and info["model_id"].endswith("runs/mine")

@@ -301,7 +301,9 @@ class HFBackend(Backend):
     def info(self) -> dict:
         if self._info is None:
             ident = local_identity(self.ref) if self.ref else {"recipe": None}
-            self._info = {"backend": "hf", "model_id": self.pipe.name or self.ref, "hash": state_hash(self.pipe.model),
+            name = self.pipe.name or self.ref
+            name = portable_path(name) if name and Path(str(name)).expanduser().is_dir() else name
+            self._info = {"backend": "hf", "model_id": name, "hash": state_hash(self.pipe.model),
                           "hash_kind": "sha256 of config + state_dict", "recipe": ident.get("recipe"),
                           "ref_hash": ident.get("hash"), "ref_hash_kind": ident.get("hash_kind"),
                           "modalities": sorted(self.modalities())}

@@ -179,7 +179,7 @@ def write_report(outdir: Path, summary: dict) -> Path:
 
     model = summary["model"]
     lines = ["# affectllm evaluation report", ""]
-    lines += [f"- **model**: `{model.get('model_id')}` via `{model.get('backend')}`"
+    lines += [f"- **model**: `{portable_text(model.get('model_id'))}` via `{model.get('backend')}`"
               + (f" ({model.get('url')})" if model.get("url") else ""),
               f"- **weights hash**: `{model.get('hash')}` ({portable_text(model.get('hash_kind'))})",
               f"- **trained on**: {summary.get('trained_on') or 'unknown (no recipe.yaml)'}",

@@ -244,3 +244,19 @@ def test_rewards_use_the_scorer():
     assert ov[0] == pytest.approx(1.0) and ov[1] == pytest.approx(0.0)
     total, parts = combined_rewards({"format": 0.5, "label_count": 1.0}, None, [good, spam])
     assert total == [0.5, -0.25] and parts == {"format": 1.0, "label_count": -0.375}
+
+
+def test_grpo_kl_reference_is_the_model_the_run_started_from(tmp_path, manifest):
+    """GRPO after SFT: the KL reference is the SFT model (LoRA + projectors as loaded), so before the first update
+    policy and reference are equal (KL 0) while the adapter itself is far from zero; later steps move away."""
+    sft = train(tiny_recipe(tmp_path / "sft", manifest, "sft", optim__max_steps=3), progress=False)
+    recipe = tiny_recipe(tmp_path / "grpo", manifest, "grpo", model__base=str(sft), optim__max_steps=3,
+                         optim__lr=5e-2, optim__weight_decay=1.0, grpo__beta=0.5)  # decay moves it off the start
+    train(recipe, progress=False)
+    rows = [json.loads(ln) for ln in (tmp_path / "grpo" / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+    assert max(r["kl"] for r in rows[1:]) > 1e-5
+    from safetensors.torch import load_file
+
+    lora_b = [v for k, v in load_file(str(sft / "adapter" / "adapter_model.safetensors")).items() if "lora_B" in k]
+    assert max(float(v.abs().max()) for v in lora_b) > 1e-3  # the SFT adapter is not the base model

@@ -215,6 +215,10 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
     model, optimizer = acc.prepare(DictOutputs(pipe.model) if ddp else pipe.model, optimizer)
     if fsdp:
         after_prepare(model)
+    if recipe.stage == "grpo" and recipe.grpo.beta > 0:  # before a resume: the reference is where the run began
+        from .grpo import FrozenReference
+
+        pipe.reference = FrozenReference(pipe.model)
     start = 0
     ckpt = latest_checkpoint(out) if recipe.run.resume else None
     if ckpt is not None:

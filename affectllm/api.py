@@ -81,6 +81,59 @@ class AffectPipeline:
                                   pad_token_id=self.processor.tokenizer.pad_token_id, **generate_kwargs)
         return [self.processor.decode(row) for row in out]
 
+    def score_candidates(self, messages: list[dict], candidates: list[str], end: str | None = None) -> list[float]:
+        """Log-likelihood of each candidate as the beginning of the answer to `messages` (the eval suite's scored
+        candidates). With `end`, the candidate must also stop there: the log of the next token's probability
+        mass on tokens that start with `end` is added (a label ends at its closing quote, whichever token carries
+        it: `"]}`, `"],`, `",` ...; truncating the text at a bracket instead scores a token split the model never
+        produces). One prefill of the prompt (media included); the candidates continue from its KV cache in one
+        batch, so C candidates cost one prompt plus C short continuations, not C prompts."""
+        from .devices import to_device
+
+        if not candidates:
+            return []
+        tok = self.processor.tokenizer
+        ids = [tok(c, add_special_tokens=False).input_ids for c in candidates]
+        if any(not i for i in ids):
+            raise ConfigError("a scored candidate is empty after tokenization")
+        model, lm = self.model, self.model.language_model
+        batch = to_device(dict(self.processor([messages])), model.device)
+        media = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+        with torch.inference_mode():
+            embeds = model.build_inputs_embeds(batch["input_ids"], **media)
+            out = lm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=True, logits_to_keep=1)
+            first = out.logits[0, -1].float().log_softmax(-1)
+            total = [float(first[i[0]]) for i in ids]
+            width = max(len(i) for i in ids)
+            if width == 1 and end is None:
+                return total
+            cache = out.past_key_values  # continuations after the prompt, right-padded (padding is never read)
+            cache.batch_repeat_interleave(len(ids))
+            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+            rows = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=model.device)
+            mask = torch.ones(len(ids), embeds.shape[1] + width, dtype=batch["attention_mask"].dtype,
+                              device=model.device)
+            logits = lm(input_ids=rows, attention_mask=mask, past_key_values=cache).logits
+            ends = self._tokens_starting_with(end) if end is not None else None
+            for c, i in enumerate(ids):
+                logp = logits[c, : len(i)].float().log_softmax(-1)  # position j predicts token j + 1
+                total[c] += float(sum(logp[j - 1, i[j]] for j in range(1, len(i))))
+                if ends is not None:
+                    total[c] += float(torch.logsumexp(logp[len(i) - 1, ends], 0))
+        return total
+
+    def _tokens_starting_with(self, text: str) -> torch.Tensor:
+        """Ids of the vocabulary tokens whose text starts with `text` (cached per pipeline)."""
+        cache = self.__dict__.setdefault("_token_prefix_ids", {})
+        if text not in cache:
+            tok = self.processor.tokenizer
+            pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
+            hits = [i for i, p in enumerate(pieces) if isinstance(p, str) and p.startswith(text)]
+            if not hits:
+                raise ConfigError(f"no token of this tokenizer starts with {text!r}")
+            cache[text] = torch.tensor(hits, device=self.model.device)
+        return cache[text]
+
     def chat(self, text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
              prompt: str = "emotion_ov", candidates: list[str] | None = None, with_confidence: bool = False,
              with_dimensions: bool = False, system: str | None = None, max_new_tokens: int = 128,

@@ -168,9 +168,10 @@ class AffectProcessor:
 
     # ---- batch -------------------------------------------------------------------------------------------------
     def __call__(self, conversations: list[dict] | list[list[dict]], targets: list[str] | str | None = None,
-                 padding_side: str | None = None) -> BatchFeature:
+                 padding_side: str | None = None, end_targets: bool = True) -> BatchFeature:
         """One conversation or a batch. With `targets` (training), the target text + EOS is appended and
-        `labels` masks every prompt token with -100. Padding: left for generation, right for training."""
+        `labels` masks every prompt token with -100. Padding: left for generation, right for training.
+        `end_targets=False` leaves the EOS out: a scored candidate is an answer's beginning, not a whole answer."""
         if conversations and isinstance(conversations[0], dict):
             conversations = [conversations]
         if isinstance(targets, str):
@@ -184,7 +185,8 @@ class AffectProcessor:
             ids = self.tokenizer(text, add_special_tokens=False).input_ids
             labels = [-100] * len(ids)
             if targets is not None:
-                tgt = self.tokenizer(targets[i], add_special_tokens=False).input_ids + [self.tokenizer.eos_token_id]
+                tgt = self.tokenizer(targets[i], add_special_tokens=False).input_ids
+                tgt = tgt + [self.tokenizer.eos_token_id] if end_targets else tgt
                 ids, labels = ids + tgt, labels + tgt
             rows.append(ids)
             label_rows.append(labels)

@@ -32,6 +32,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--mode", default=None, help="dummy backend mode")
+    ap.add_argument("--output", help="also write the JSON here (e.g. docs/results/bench_scored.json)")
     a = ap.parse_args(argv)
     task = resolve_tasks(a.task, a.limit)[0]
     backend = make_backend(a.model, a.backend, batch_size=a.batch_size, mode=a.mode)
@@ -40,6 +41,8 @@ def main(argv=None) -> dict:
     built = [(it, *_request(task, it, 0, backend)) for it in items]
     for _, req, _, _ in built:
         req.max_new_tokens, req.top_logprobs = a.max_new_tokens, 0
+    backend.generate([built[0][1]])  # warm-up of both paths, untimed
+    backend.score(score_requests(task, suite, built[:1]))
     t0 = time.perf_counter()
     gen = backend.generate([b[1] for b in built])
     t_gen = time.perf_counter() - t0
@@ -57,8 +60,27 @@ def main(argv=None) -> dict:
            "generate_s": round(t_gen, 3), "score_s": round(t_score, 3),
            "speedup": round(t_gen / t_score, 2) if t_score else None, "n_generation_parsed": parsed,
            "argmax_agreement": round(float(np.mean(agree)), 4) if agree else None}
+    out["machine"] = machine()
     print(json.dumps(out))
+    if a.output:
+        with open(a.output, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
     return out
+
+
+def machine() -> dict:
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__}
 
 
 if __name__ == "__main__":

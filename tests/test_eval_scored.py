@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import SimpleNamespace
@@ -30,7 +31,7 @@ def _built():
 def test_shared_prefix_and_probs():
     rows = [[("1", -1.0), ("2", -0.5)], [("1", -1.0), ("3", -2.0), ("4", -1.0)]]
     assert shared_prefix_logliks(rows) == [-0.5, -3.0]
-    assert candidate_answer("sad") == '{"labels": ["sad"]'
+    assert candidate_answer("sad") == '{"labels": ["sad'
     p = candidate_probs([-1.0, -1.0, -1e9])
     assert p == pytest.approx([0.5, 0.5, 0.0])
 
@@ -43,6 +44,59 @@ def test_hf_scores_match_one_row_at_a_time(tiny):
     alone = [backend.score([Request(key="k", messages=messages, candidates=[c])])[0].logliks[0] for c in cands]
     assert len(together) == 3 and np.all(np.isfinite(together)) and max(together) < 0
     assert together == pytest.approx(alone, abs=1e-3)
+
+
+def _teacher_forced(pipe, messages, cands) -> list[float]:
+    """Reference: prompt + candidate as one sequence per candidate, no EOS after it."""
+    import torch
+
+    batch = dict(pipe.processor([messages] * len(cands), targets=cands, end_targets=False))
+    assert not (batch["labels"] == pipe.processor.tokenizer.eos_token_id).any()
+    with torch.inference_mode():
+        return pipe.model(**batch, return_token_logprobs=True)["token_logprobs"].float().sum(1).tolist()
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_shared_prompt_scoring_equals_teacher_forcing(tiny, with_image):
+    """One prefill + cached continuations gives each candidate's full-sequence log-likelihood (media prompts too),
+    and the candidate is an answer's beginning: no EOS is scored after it (that EOS cost ~17 nats per candidate
+    on the trained text model and decided the argmax)."""
+    from conftest import picture
+
+    messages = _built()[0][1].messages
+    if with_image:
+        messages = [{"role": "user", "content": [{"type": "image", "image": picture()}] + messages[0]["content"]}]
+    cands = [candidate_answer(c) for c in LABELS] + ['{"labels": ["joy", "anger"]']  # unequal lengths
+    got = tiny.score_candidates(messages, cands)
+    assert got == pytest.approx(_teacher_forced(tiny, messages, cands), abs=1e-4)
+    assert len(set(got)) == len(cands)
+
+
+def test_a_label_must_close_where_it_ends(tiny):
+    """With end='"' the score adds log P(next token starts with a quote): the full-vocabulary mass, checked
+    against a plain forward pass; "sad" and "sadness" are told apart by whether the string closes."""
+    import torch
+
+    messages = _built()[0][1].messages
+    cands = [candidate_answer("joy"), candidate_answer("anger")]
+    plain = tiny.score_candidates(messages, cands)
+    ended = tiny.score_candidates(messages, cands, end='"')
+    tok = tiny.processor.tokenizer
+    quote = [i for i, p in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))) if p.startswith('"')]
+    for c, base, got in zip(cands, plain, ended):
+        batch = dict(tiny.processor([messages], targets=[c], end_targets=False))
+        with torch.inference_mode():
+            logits = tiny.model(**batch, logits_to_keep=1)["logits"][0, -1].float().log_softmax(-1)
+        assert got == pytest.approx(base + float(torch.logsumexp(logits[quote], 0)), abs=1e-4)
+        assert got < base
+
+
+def test_end_mass_sums_the_listed_closing_tokens():
+    from affectllm.serve.protocol import end_mass
+
+    assert end_mass([('"]}', np.log(0.5)), ('"],', np.log(0.25)), ("al", np.log(0.2))], '"') == \
+        pytest.approx(np.log(0.75))
+    assert end_mass([("al", -0.1)], '"') == -50.0
 
 
 class _Server(BaseHTTPRequestHandler):
@@ -69,11 +123,16 @@ class _Server(BaseHTTPRequestHandler):
         if self.mode == "refuse":
             return self._send(400, {"error": {"message": "prompt_logprobs: extra inputs are not permitted",
                                               "type": "invalid_request_error"}})
-        label = json.loads(req["messages"][-1]["content"] + "}")["labels"][0]
+        label = json.loads(req["messages"][-1]["content"] + '"]}')["labels"][0]
         lp = {"anger": -0.1, "joy": -2.0, "neutral": -3.0}[label]
         plp = [None, {"11": {"logprob": -1.0}}, {str(100 + len(label)): {"logprob": lp}}]
+        # the next token's alternatives: a closing quote with probability 0.5 (two tokens), or a longer label
+        top = [{"token": '"]}', "logprob": math.log(0.3), "bytes": None},
+               {"token": '"],', "logprob": math.log(0.2), "bytes": None},
+               {"token": "ness", "logprob": math.log(0.4), "bytes": None}]
+        logprobs = {"content": [{"token": '"]}', "logprob": math.log(0.3), "bytes": None, "top_logprobs": top}]}
         self._send(200, {"id": "x", "object": "chat.completion", "created": 0, "model": "m", "prompt_logprobs": plp,
-                         "choices": [{"index": 0, "finish_reason": "length",
+                         "choices": [{"index": 0, "finish_reason": "length", "logprobs": logprobs,
                                       "message": {"role": "assistant", "content": "x"}}]})
 
 
@@ -98,7 +157,7 @@ def test_openai_scoring_or_a_clear_error_naming_the_task(server):
             attach_scores(SimpleNamespace(name="calib_meld"), suite, backend, built, responses)
     else:
         attach_scores(SimpleNamespace(name="calib_meld"), suite, backend, built, responses)
-        assert responses[0].logliks == pytest.approx([-0.1, -2.0, -3.0])
+        assert responses[0].logliks == pytest.approx(np.array([-0.1, -2.0, -3.0]) + math.log(0.5))
 
 
 def test_recognition_option_scored_reports_the_argmax(tmp_path):

@@ -40,6 +40,7 @@ class Request:
     top_logprobs: int = 0
     oracle: dict = field(default_factory=dict)
     candidates: list[str] | None = None   # answer texts to score (scored-candidate tasks), no generation
+    candidate_end: str | None = None      # each candidate must stop there: next token starts with this text
 
 
 class ServerUnavailable(AffectError):
@@ -361,22 +362,13 @@ class HFBackend(Backend):
 
 
     def score(self, requests: list[Request]) -> list[Response]:
-        """One teacher-forced forward per sample over all its candidates (rows = candidates); each candidate's
-        log-likelihood is the sum of its answer tokens' log-probabilities (`return_token_logprobs`)."""
-        import torch
-
-        from ..devices import to_device
-
+        """Per sample, one prefill of the prompt and its candidates continued from the shared KV cache
+        (`AffectPipeline.score_candidates`): each candidate's log-likelihood as the answer's beginning."""
         out = []
         for r in requests:
-            cands = list(r.candidates or [])
             try:
-                batch = dict(self.pipe.processor([r.messages] * len(cands), targets=cands))
-                batch = to_device(batch, self.pipe.model.device)
-                with torch.inference_mode():
-                    res = self.pipe.model(**batch, return_token_logprobs=True)
-                ll = res["token_logprobs"].float().sum(1).tolist()
-                out.append(Response("", None, "scored", logliks=[float(x) for x in ll]))
+                ll = self.pipe.score_candidates(r.messages, list(r.candidates or []), end=r.candidate_end)
+                out.append(Response("", None, "scored", logliks=ll))
             except AffectError as e:
                 out.append(Response("", None, "error", error=str(e)))
         return out
@@ -489,22 +481,25 @@ class OpenAIBackend(Backend):
     def _score_one(self, model: str, r: Request) -> Response:
         """vLLM: the candidate as a continued assistant message, `prompt_logprobs=0`, one token generated. The
         candidates share the prompt (vLLM's prefix cache prefills it once); a candidate's log-likelihood is the sum
-        over its tokens after the prefix all candidates share."""
+        over its tokens after the prefix all candidates share, plus, with `candidate_end`, the log of the next
+        token's mass on tokens that start with it (from the top 20 alternatives: a lower bound)."""
         import openai
 
         from ..serve.client import to_openai_messages
 
         msgs = to_openai_messages(r.messages, self.send_paths)
         if getattr(self, "_affect_score", True):              # the affectllm gateway's own scoring endpoint
-            got = self._gateway_score(model, msgs, list(r.candidates or []))
+            got = self._gateway_score(model, msgs, list(r.candidates or []), r.candidate_end)
             if got is not None:
                 return Response("", None, "scored", logliks=got)
-        rows = []
+        rows, ends = [], []
         for c in r.candidates or []:
+            top = {"logprobs": True, "top_logprobs": 20} if r.candidate_end else {}
             try:
                 resp = self.client.chat.completions.create(
                     model=model, messages=msgs + [{"role": "assistant", "content": c}], max_tokens=1, temperature=0.0,
-                    extra_body={"prompt_logprobs": 0, "add_generation_prompt": False, "continue_final_message": True})
+                    extra_body={"prompt_logprobs": 0, "add_generation_prompt": False, "continue_final_message": True},
+                    **top)
             except openai.APIConnectionError as e:
                 raise ServerUnavailable(f"lost the server at {self.url}: {e}") from None
             except openai.APIStatusError as e:
@@ -514,15 +509,24 @@ class OpenAIBackend(Backend):
             if not plp:
                 raise ScoringUnsupported(f"{self.url} returned no prompt_logprobs (not a vLLM OpenAI server?)")
             rows.append([_actual_token(pos) for pos in plp])
-        return Response("", None, "scored", logliks=shared_prefix_logliks(rows))
+            if r.candidate_end:
+                content = resp.choices[0].logprobs.content if resp.choices[0].logprobs else None
+                alts = content[0].top_logprobs if content else []
+                from ..serve.protocol import end_mass
+
+                ends.append(end_mass([(a.token, a.logprob) for a in alts], r.candidate_end))
+        ll = shared_prefix_logliks(rows)
+        return Response("", None, "scored", logliks=[a + b for a, b in zip(ll, ends)] if ends else ll)
 
 
-    def _gateway_score(self, model: str, msgs: list[dict], cands: list[str]) -> list[float] | None:
+    def _gateway_score(self, model: str, msgs: list[dict], cands: list[str], end: str | None = None
+                       ) -> list[float] | None:
         """POST /affect/score (affectllm gateway); None when the server has no such route (plain vLLM)."""
         import httpx
 
+        body = {"model": model, "messages": msgs, "candidates": cands, **({"end": end} if end else {})}
         try:
-            resp = httpx.post(f"{self.url}/affect/score", json={"model": model, "messages": msgs, "candidates": cands},
+            resp = httpx.post(f"{self.url}/affect/score", json=body,
                               headers={"Authorization": f"Bearer {self.client.api_key}"}, timeout=self.client.timeout)
         except httpx.HTTPError as e:
             raise ServerUnavailable(f"lost the server at {self.url}: {e}") from None

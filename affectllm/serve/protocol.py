@@ -204,3 +204,15 @@ def chunk(rid: str, model: str, created: int, delta: dict, finish_reason: str | 
 
 def sse(obj: dict | str) -> bytes:
     return f"data: {obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False)}\n\n".encode()
+
+
+def end_mass(alternatives: list[tuple[str, float]], end: str) -> float:
+    """log of the probability mass of the listed next tokens whose text starts with `end` (scored candidates
+    that must stop there); a floor of -50 when none of the listed alternatives does."""
+    import math
+
+    hits = [lp for tok, lp in alternatives if str(tok).startswith(end)]
+    if not hits:
+        return -50.0
+    top = max(hits)
+    return top + math.log(sum(math.exp(h - top) for h in hits))

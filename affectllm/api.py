@@ -86,41 +86,61 @@ class AffectPipeline:
         candidates). With `end`, the candidate must also stop there: the log of the next token's probability
         mass on tokens that start with `end` is added (a label ends at its closing quote, whichever token carries
         it: `"]}`, `"],`, `",` ...; truncating the text at a bracket instead scores a token split the model never
-        produces). One prefill of the prompt (media included); the candidates continue from its KV cache in one
-        batch, so C candidates cost one prompt plus C short continuations, not C prompts."""
+        produces)."""
+        return self.score_candidates_batch([messages], [candidates], end)[0]
+
+    def score_candidates_batch(self, conversations: list[list[dict]], candidates: list[list[str]],
+                               end: str | None = None) -> list[list[float]]:
+        """`score_candidates` for several prompts at once: one left-padded prefill of all prompts (media
+        included), then every prompt's candidates continue from its KV cache in one batch. C candidates cost one
+        prompt plus C short continuations, not C prompts."""
         from .devices import to_device
 
-        if not candidates:
-            return []
+        if len(conversations) != len(candidates):
+            raise ConfigError(f"{len(candidates)} candidate lists for {len(conversations)} conversations")
         tok = self.processor.tokenizer
-        ids = [tok(c, add_special_tokens=False).input_ids for c in candidates]
-        if any(not i for i in ids):
-            raise ConfigError("a scored candidate is empty after tokenization")
+        ids = [[tok(c, add_special_tokens=False).input_ids for c in cands] for cands in candidates]
+        if any(not i for row in ids for i in row) or any(not row for row in ids):
+            raise ConfigError("scored candidates must be non-empty lists of non-empty answers")
+        per = max(len(row) for row in ids)  # every prompt's cache is repeated `per` times; short lists are padded
+        flat = [row[k] if k < len(row) else row[0] for row in ids for k in range(per)]
+        shared = 0  # tokens every candidate starts with (`{"labels": ["`) go into the prefill, scored once
+        while shared < min(len(i) for i in flat) - 1 and len({i[shared] for i in flat}) == 1:
+            shared += 1
+        prefix, rest = flat[0][:shared], [i[shared:] for i in flat]
+        width = max(len(i) for i in rest)
         model, lm = self.model, self.model.language_model
-        batch = to_device(dict(self.processor([messages])), model.device)
+        batch = to_device(dict(self.processor(conversations, padding_side="left")), model.device)
+        prefix_ids = torch.tensor(prefix, dtype=torch.long, device=model.device).repeat(len(conversations), 1)
+        input_ids = torch.cat([batch["input_ids"], prefix_ids], 1)
+        mask = torch.cat([batch["attention_mask"], torch.ones(len(conversations), shared, device=model.device,
+                                                              dtype=batch["attention_mask"].dtype)], 1)
         media = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         with torch.inference_mode():
-            embeds = model.build_inputs_embeds(batch["input_ids"], **media)
-            out = lm(inputs_embeds=embeds, attention_mask=batch["attention_mask"], use_cache=True, logits_to_keep=1)
-            first = out.logits[0, -1].float().log_softmax(-1)
-            total = [float(first[i[0]]) for i in ids]
-            width = max(len(i) for i in ids)
-            if width == 1 and end is None:
-                return total
-            cache = out.past_key_values  # continuations after the prompt, right-padded (padding is never read)
-            cache.batch_repeat_interleave(len(ids))
-            pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-            rows = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=model.device)
-            mask = torch.ones(len(ids), embeds.shape[1] + width, dtype=batch["attention_mask"].dtype,
-                              device=model.device)
-            logits = lm(input_ids=rows, attention_mask=mask, past_key_values=cache).logits
+            embeds = model.build_inputs_embeds(input_ids, **media)
+            out = lm(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                     use_cache=True, logits_to_keep=shared + 1)
+            head = out.logits[:, -(shared + 1):].float().log_softmax(-1)  # predicts prefix[0..], then rest[0]
+            prefix_ll = [float(sum(head[b, j, prefix[j]] for j in range(shared))) for b in range(len(ids))]
+            first = head[:, shared].repeat_interleave(per, 0)
+            cache = out.past_key_values  # continuations after each prompt, right-padded (padding is never read)
+            cache.batch_repeat_interleave(per)
+            rows = torch.tensor([i + [pad] * (width - len(i)) for i in rest], device=model.device)
+            cont_mask = torch.cat([mask.repeat_interleave(per, 0), torch.ones_like(rows, dtype=mask.dtype)], 1)
+            positions = mask.sum(1).repeat_interleave(per, 0)[:, None] + torch.arange(width, device=model.device)
+            logits = lm(input_ids=rows, attention_mask=cont_mask, position_ids=positions,
+                        past_key_values=cache).logits
             ends = self._tokens_starting_with(end) if end is not None else None
-            for c, i in enumerate(ids):
-                logp = logits[c, : len(i)].float().log_softmax(-1)  # position j predicts token j + 1
-                total[c] += float(sum(logp[j - 1, i[j]] for j in range(1, len(i))))
+            scores = []
+            for r, i in enumerate(rest):
+                logp = logits[r, : len(i)].float().log_softmax(-1)  # position j predicts token j + 1
+                total = prefix_ll[r // per] + float(first[r, i[0]])
+                total += float(sum(logp[j - 1, i[j]] for j in range(1, len(i))))
                 if ends is not None:
-                    total[c] += float(torch.logsumexp(logp[len(i) - 1, ends], 0))
-        return total
+                    total += float(torch.logsumexp(logp[len(i) - 1, ends], 0))
+                scores.append(total)
+        return [scores[b * per: b * per + len(row)] for b, row in enumerate(ids)]
 
     def _tokens_starting_with(self, text: str) -> torch.Tensor:
         """Ids of the vocabulary tokens whose text starts with `text` (cached per pipeline)."""

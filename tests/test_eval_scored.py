@@ -72,6 +72,24 @@ def test_shared_prompt_scoring_equals_teacher_forcing(tiny, with_image):
     assert len(set(got)) == len(cands)
 
 
+def test_batched_scoring_equals_one_prompt_at_a_time(tiny):
+    """Left-padded prompts of different lengths, with and without an image, different candidate counts."""
+    from conftest import picture
+
+    base = _built()[0][1].messages
+    long = [{"role": "user", "content": [{"type": "text", "text": "A much longer prompt than the other one. " * 4}]
+             + base[0]["content"]}]
+    image = [{"role": "user", "content": [{"type": "image", "image": picture()}] + base[0]["content"]}]
+    convs = [base, long, image]
+    cands = [[candidate_answer(c) for c in LABELS], [candidate_answer("joy")],
+             [candidate_answer(c) for c in LABELS[::-1]] + ['{"labels": ["joy", "anger']]
+    together = tiny.score_candidates_batch(convs, cands, end='"')
+    alone = [tiny.score_candidates(m, c, end='"') for m, c in zip(convs, cands)]
+    assert [len(x) for x in together] == [3, 1, 4]
+    for a, b in zip(together, alone):
+        assert a == pytest.approx(b, abs=1e-4)
+
+
 def test_a_label_must_close_where_it_ends(tiny):
     """With end='"' the score adds log P(next token starts with a quote): the full-vocabulary mass, checked
     against a plain forward pass; "sad" and "sadness" are told apart by whether the string closes."""
@@ -181,3 +199,11 @@ def test_recognition_option_scored_reports_the_argmax(tmp_path):
         m = s["tasks"]["rec_meld_scored"]["metrics"]
         assert m["scored.n"] == 70 and "scored.uar_ci_low" in m
         assert m["scored.ci_includes_chance"] == (0.0 if right else 1.0)
+
+
+def test_candidates_without_a_shared_first_token(tiny):
+    convs = [_built()[0][1].messages] * 2
+    cands = [["joy", "anger"], ["neutral", "joy"]]
+    together = tiny.score_candidates_batch(convs, cands, end='"')
+    assert together[0] == pytest.approx(tiny.score_candidates(convs[0], cands[0], end='"'), abs=1e-4)
+    assert together[1] == pytest.approx(tiny.score_candidates(convs[1], cands[1], end='"'), abs=1e-4)

@@ -362,15 +362,26 @@ class HFBackend(Backend):
 
 
     def score(self, requests: list[Request]) -> list[Response]:
-        """Per sample, one prefill of the prompt and its candidates continued from the shared KV cache
-        (`AffectPipeline.score_candidates`): each candidate's log-likelihood as the answer's beginning."""
-        out = []
-        for r in requests:
+        """`batch_size` prompts prefilled together, each one's candidates continued from its KV cache
+        (`AffectPipeline.score_candidates_batch`); a batch that fails is retried one request at a time, so one
+        bad input costs only its own row."""
+        out: list[Response] = []
+        for start in range(0, len(requests), self.batch_size):
+            chunk = requests[start: start + self.batch_size]
+            ends = {r.candidate_end for r in chunk}
             try:
-                ll = self.pipe.score_candidates(r.messages, list(r.candidates or []), end=r.candidate_end)
-                out.append(Response("", None, "scored", logliks=ll))
-            except AffectError as e:
-                out.append(Response("", None, "error", error=str(e)))
+                if len(ends) != 1:
+                    raise AffectError("mixed candidate ends in one batch")
+                lls = self.pipe.score_candidates_batch([r.messages for r in chunk],
+                                                       [list(r.candidates or []) for r in chunk], end=ends.pop())
+                out += [Response("", None, "scored", logliks=ll) for ll in lls]
+            except AffectError:
+                for r in chunk:
+                    try:
+                        ll = self.pipe.score_candidates(r.messages, list(r.candidates or []), end=r.candidate_end)
+                        out.append(Response("", None, "scored", logliks=ll))
+                    except AffectError as e:
+                        out.append(Response("", None, "error", error=str(e)))
         return out
 
 

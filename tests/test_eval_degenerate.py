@@ -53,6 +53,10 @@ def test_constant_model_is_flagged(degenerate_runs):
     ps, cal = t["ps_meld"]["metrics"], t["calib_meld"]["metrics"]
     assert ps["majority_share"] == 1.0 and ps["kappa_flagged"] == 1.0 and ps["answer_entropy_norm"] == 0.0
     assert any("kappa uninformative" in n for n in t["ps_meld"]["notes"])
+    assert ps["order_flip_rate"] == 0.0 == ps["order_flip_rate_ci_high"]  # constant: never flips
+    rnd = degenerate_runs["random"]["tasks"]["ps_meld"]["metrics"]
+    assert rnd["order_flip_rate_ci_low"] <= rnd["order_flip_rate"] <= rnd["order_flip_rate_ci_high"]
+    assert rnd["order_flip_rate_ci_low"] > 0.15  # a random answerer flips most answers, and the CI says so
     # calibration no better than always answering the training class frequencies
     assert cal["better_than_prior"] == 0.0
     assert cal["logprob.ece"] >= cal["prior.ece"] and cal["logprob.nll"] >= cal["prior.nll"]

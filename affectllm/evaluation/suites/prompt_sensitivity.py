@@ -27,7 +27,7 @@ from ...errors import ConfigError
 from ...scoring import score
 from ..inputs import stable_seed
 from ..degenerate import answer_stats, instance_sensitivity, kappa_flag
-from ..metrics import agreement_matrix, fleiss_kappa, flip_rate, ratings_table
+from ..metrics import agreement_matrix, bootstrap_mean, fleiss_kappa, flip_rate, ratings_table
 from .base import Suite
 
 ORDERS = ("reversed", "rotated", "shuffled")
@@ -57,9 +57,11 @@ class PromptSensitivitySuite(Suite):
     def validate(cls, options, where):
         super().validate(options, where)
         paras = options.get("paraphrases") or []
-        if len(paras) < 5:
+        if paras and len(paras) < 5:  # none at all is an order/format-only task (e.g. ps_meld_order)
             raise ConfigError(f"{where}: options.paraphrases lists {len(paras)} prompts; a paraphrase family needs "
                               f">= 5")
+        if not (paras or options.get("orders") or options.get("formats")):
+            raise ConfigError(f"{where}: a prompt-sensitivity task needs paraphrases, orders or formats")
         for how in options.get("orders") or []:
             if how not in ORDERS:
                 raise ConfigError(f"{where}: unknown label order '{how}'; known: {', '.join(ORDERS)}")
@@ -130,8 +132,11 @@ class PromptSensitivitySuite(Suite):
                 m["unanimous_rate"] = float(np.mean([len({p[i] for p in preds}) == 1 for i in range(len(common))]))
                 agreement = {"variants": names, "matrix": agree.tolist()}
                 orders = [v for v in names if v.startswith("order:")]
-                if orders:
-                    m["order_flip_rate"] = float(np.mean([per_variant[v]["flip_vs_base"] for v in orders]))
+                if orders:  # per sample: the share of reordered lists whose answer differs from the base's
+                    per_sample = np.mean([[a != b for a, b in zip(preds[0], preds[names.index(v)])] for v in orders],
+                                         0)
+                    m["order_flip_rate"] = float(per_sample.mean())
+                    m.update(bootstrap_mean(ctx.bootstrap, per_sample, "order_flip_rate"))
                 right = np.array([[by_variant[v][sid]["scores"].get(f"{spec.prefix}.correct", 0.0) for sid in common]
                                   for v in names], float)
                 m["instance_sensitivity"] = float(instance_sensitivity(right).mean())

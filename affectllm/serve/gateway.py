@@ -137,8 +137,8 @@ class Gateway:
             if self.backend.lora_enabled:
                 raise APIError(501, "this vLLM engine runs with LoRA support, and vLLM 0.32 crashes computing prompt "
                                     "logprobs with LoRA on (vllm-project/vllm#16668), so candidates are not scored "
-                                    "here: serve with --backend hf to score a LoRA artifact; a base model served "
-                                    "without --runtime-lora-dir is scored by vLLM", code="scoring_unsupported")
+                                    "here: serve a LoRA artifact with --merge-lora (no LoRA in the engine) or "
+                                    "--backend hf; a base model served without --runtime-lora-dir is scored by vLLM", code="scoring_unsupported")
             if _has_media(messages):
                 raise APIError(501, "under vLLM, candidates are scored for text-only prompts: media reach the engine "
                                     "as prompt embeddings, for which vLLM gives no prompt logprobs (serve with "

@@ -72,15 +72,16 @@ def _has_weights(folder: Path) -> bool:
     return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
 
 
-def base_llm_dir(pipe, cache: Path | None = None) -> Path:
+def base_llm_dir(pipe, cache: Path | None = None, from_source: bool = True) -> Path:
     """The folder vLLM loads for the base LLM: the LLM's own folder when it was loaded from one (mini: the converted
-    Gemma folder), else the base language model saved once under a cache folder keyed by a hash of its weights."""
+    Gemma folder) and `from_source`, else the language model saved once under a cache folder keyed by a hash of its
+    weights (a merged LoRA model: its weights are no longer its source folder's)."""
     lm = pipe.model.language_model
     if hasattr(lm, "peft_config"):
         raise ConfigError("base_llm_dir needs the base pipeline (no LoRA applied)")
     src = Path(str(getattr(lm.config, "_name_or_path", "") or "")).expanduser()
     tok_files = ("tokenizer.json", "tokenizer_config.json")
-    if str(src) not in ("", ".") and src.is_dir() and _has_weights(src) and any((src / f).exists() for f in tok_files):
+    if from_source and str(src) not in ("", ".") and src.is_dir() and _has_weights(src) and any((src / f).exists() for f in tok_files):
         return src.resolve()
     dest = (cache or serve_cache_dir()) / f"llm-{_weights_hash(lm)}"
     if (dest / ".complete").exists():

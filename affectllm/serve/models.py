@@ -65,6 +65,18 @@ def resolve_source(source: str) -> tuple[str, str, Path | None]:
     return path.resolve().name, str(path.resolve()), None
 
 
+def load_artifact_dtype(base_ref: str):
+    """The dtype `load(base_ref)` would pick: a preset's own (resolved), else its config's (float32 if unset)."""
+    from ..dtypes import resolve_dtype
+    from ..presets import list_presets, preset_spec
+
+    if base_ref in list_presets():
+        return resolve_dtype(preset_spec(base_ref).get("dtype") or "float32")
+    cfg_file = Path(base_ref).expanduser() / "config.json"
+    dtype = json.loads(cfg_file.read_text()).get("torch_dtype") if cfg_file.is_file() else None
+    return resolve_dtype(dtype or "float32")
+
+
 def _same_base(a: str, b: str) -> bool:
     if a == b:
         return True
@@ -74,12 +86,16 @@ def _same_base(a: str, b: str) -> bool:
 
 class ModelRegistry:
     def __init__(self, source: str, backend: str = "vllm", dtype: str | None = None,
-                 media_limits: MediaLimits | None = None, main_name: str | None = None):
+                 media_limits: MediaLimits | None = None, main_name: str | None = None, merge_lora: bool = False):
         from ..api import load
 
         self.backend, self.dtype, self.limits = backend, dtype, media_limits
         base_name, self.base_ref, main_artifact = resolve_source(source)
         self._lock = threading.Lock()
+        self.merged = False
+        if merge_lora and main_artifact is not None and adapter_info(main_artifact)[0] is not None:
+            self._serve_merged(main_name or main_artifact.name, main_artifact)
+            return
         base_pipe = load(self.base_ref, dtype=dtype)
         self._apply_limits(base_pipe)
         self.base = ServedModel(base_name, base_pipe, vllm_name=base_name)
@@ -87,6 +103,27 @@ class ModelRegistry:
         self.default = base_name
         if main_artifact is not None:
             self.default = self.add_lora(main_name or main_artifact.name, main_artifact).name
+
+    def _serve_merged(self, name: str, artifact: Path) -> None:
+        """The artifact's LoRA merged into its LLM, served as the only model: no LoRA in the engine, so vLLM can
+        compute prompt logprobs (scored candidates) and decodes without the adapter's cost per token. The merge is
+        done in float32 and then cast, so bf16 rounding does not eat the low-rank update."""
+        import torch
+
+        from ..artifact import load_artifact
+        from ..dtypes import resolve_dtype
+
+        if not _NAME.match(name):
+            raise ConfigError(f"invalid model name {name!r} (letters, digits, '.', '_', '-'; at most 128)")
+        want = resolve_dtype(self.dtype) if self.dtype is not None else load_artifact_dtype(self.base_ref)
+        pipe = load_artifact(artifact, dtype="float32", merge_lora=True)
+        if want != torch.float32:
+            pipe.model.to(want)
+        pipe.model.language_model.config._name_or_path = ""  # not the base's folder: its weights differ now
+        self._apply_limits(pipe)
+        self.base = ServedModel(name, pipe, vllm_name=name, artifact=artifact.resolve())
+        self.models = {name: self.base}
+        self.default, self.merged = name, True
 
     def set_limits(self, limits: MediaLimits) -> None:
         self.limits = limits
@@ -103,6 +140,10 @@ class ModelRegistry:
 
         if not _NAME.match(name):
             raise ConfigError(f"invalid model name {name!r} (letters, digits, '.', '_', '-'; at most 128)")
+        if self.merged:
+            raise ConfigError(f"this server serves '{self.default}' with its LoRA merged into the LLM; another "
+                              "artifact's LoRA would apply on top of those weights, not the base's (serve it "
+                              "without --merge-lora)")
         artifact = Path(artifact).expanduser().resolve()
         if not is_artifact(artifact):
             raise ConfigError(f"'{artifact}' is not a trained artifact (no projectors.safetensors)")

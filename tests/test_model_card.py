@@ -1,0 +1,79 @@
+"""MODEL_CARD.md generation (affectllm.model_card): rows come from an eval summary with n and CIs, in-domain and
+transfer rows are told apart, untuned and classical baselines sit beside each row, EmoBench's always-first
+baseline is computed on the very samples the task ran, and the failure modes quote the probes' numbers."""
+from __future__ import annotations
+
+import json
+import shutil
+
+from serve_helpers import make_lora_artifact
+
+from conftest import REPO
+
+
+def _task(suite, corpus, split, n, seen, metrics, headline):
+    return {"suite": suite, "status": "ok", "data": {"corpus": corpus, "split": split, "n_samples": n,
+                                                     "seen_in_training": seen},
+            "metrics": metrics, "headline": headline}
+
+
+def _ci(key, v, lo, hi):
+    return {key: v, f"{key}_ci_low": lo, f"{key}_ci_high": hi}
+
+
+def test_the_card_reports_every_row_with_n_ci_and_its_baselines(tmp_path, monkeypatch):
+    from affectllm.model_card import main
+    from affectllm.shipped import ENV_ROOT, ship
+
+    artifact = make_lora_artifact(tmp_path / "artifact")
+    shutil.copy(REPO / "recipes" / "affect_mix.yaml", artifact / "recipe.yaml")
+    (artifact / "selection.json").write_text(json.dumps({"step": 750, "value": 0.61, "tasks": [
+        {"task": "rec_ravdess_dev", "metric": "closed_set.uar", "value": 0.5}]}))
+    root = tmp_path / "shipped"
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    ship(artifact, "tiny-affect", root, source={"selection": json.loads((artifact / "selection.json").read_text())})
+
+    ev = tmp_path / "eval"
+    (ev / "emobench_eu").mkdir(parents=True)
+    golds = ["a", "b", "a", "c"]  # always-first is right on 2 of 4
+    (ev / "emobench_eu" / "samples.jsonl").write_text(
+        "".join(json.dumps({"key": str(i), "gold": {"letter": g}}) + "\n" for i, g in enumerate(golds)))
+    summary = {"run": {"command": "affectllm eval --model tiny-affect --tasks model_card"}, "tasks": {
+        "rec_ravdess": _task("zero_shot", "ravdess", "test", 240, True,
+                             {**_ci("closed_set.uar", 0.471, 0.41, 0.53), **_ci("closed_set.accuracy", 0.48, 0.42, 0.54)},
+                             ["closed_set.uar", "closed_set.accuracy"]),
+        "emobench_eu": _task("emobench", "emobench", "test", 4, False, _ci("closed_set.accuracy", 0.75, 0.25, 1.0),
+                             ["closed_set.accuracy"]),
+        "fair_ravdess_gender": _task("fairness", "ravdess", "test", 96, True,
+                                     {**_ci("gap", 0.12, 0.02, 0.25), "gender=female.closed_set.accuracy": 0.41,
+                                      "gender=male.closed_set.accuracy": 0.53}, ["gap"]),
+        "hall_absent_text": _task("hallucination", "meld", "dev", 50, True,
+                                  {**_ci("absent_ack_rate", 0.9, 0.8, 0.98), "describes_absent_rate": 0.04},
+                                  ["absent_ack_rate"]),
+        "ov_mer2023": {"status": "skipped: no data"}}}
+    (ev / "summary.json").write_text(json.dumps(summary))
+    untuned = tmp_path / "untuned"
+    untuned.mkdir()
+    (untuned / "summary.json").write_text(json.dumps({"run": {"command": "affectllm eval --model tiny"}, "tasks": {
+        "rec_ravdess": _task("zero_shot", "ravdess", "test", 240, False, _ci("closed_set.uar", 0.125, 0.1, 0.15),
+                             ["closed_set.uar"])}}))
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "step_s": 3.0, "loss": 4.0 - s}) + "\n" for s in (1, 2, 3)))
+    out = tmp_path / "MODEL_CARD.md"
+    assert main(["tiny-affect", "--eval", str(ev), "--untuned", str(untuned), "--train-log", str(log),
+                 "--out", str(out), "--machine", "test CPU"]) == 0
+    card = out.read_text()
+    in_domain, transfer = card.split("### In-domain")[1].split("### Zero-shot transfer")
+    assert "| `rec_ravdess` | ravdess / test | 240 | closed_set.uar | **0.471 [0.410, 0.530]** | 0.125 [0.100, 0.150]" \
+        in in_domain
+    assert "0.383 [0.325, 0.445] (n=240): prosody-tower statistics" in in_domain  # docs/results/baselines.json
+    assert "emobench_eu" in transfer and "emobench_eu" not in in_domain
+    assert "0.500 (same n): always the first choice" in transfer
+    assert "`ov_mer2023` (skipped: no data)" in card
+    assert "female 0.410, male 0.530; gap 0.120 [0.020, 0.250] (n=96" in card
+    assert "says the modality is missing in 0.900 [0.800, 0.980]" in card and "describes the missing modality " \
+                                                                               "anyway in 0.040" in card
+    assert "step 750" in card and "3 steps in 0.00 h" in card and "loss 3.00 -> 1.00" in card
+    assert "| **0.480 [0.420, 0.540]** | not run |" in in_domain  # the untuned run has no accuracy key
+    assert "the preset `tiny`" in card and "CC BY-NC-SA 4.0" in card and "test CPU" in card
+    assert "Out of scope" in card and "hiring" in card

@@ -25,11 +25,12 @@ class ChatResult:
     prediction: Any
     prompt: str
     timings: dict = field(default_factory=dict)
+    label_probability: float | None = None  # the model's probability of its first label's tokens, when asked for
 
     def to_dict(self) -> dict:
         pred = self.prediction
         return {"raw": self.raw, "prediction": asdict(pred) if hasattr(pred, "__dataclass_fields__") else pred,
-                "prompt": self.prompt, "timings": self.timings}
+                "prompt": self.prompt, "timings": self.timings, "label_probability": self.label_probability}
 
 
 def _as_list(value: Any) -> list:
@@ -186,9 +187,9 @@ def check_checkpoint(path: Path) -> None:
         raise ConfigError(f"checkpoint folder '{path}' is missing: {', '.join(missing)}")
 
 
-def load(preset_or_path: str | Path, dtype: str | torch.dtype | None = None) -> AffectPipeline:
-    """A preset name (`affectllm ls`), a trained artifact folder (affectllm.artifact), or a folder written by
-    `save_pretrained`.
+def load(preset_or_path: str | Path | None = None, dtype: str | torch.dtype | None = None) -> AffectPipeline:
+    """A preset name (`affectllm ls`), a shipped model, a trained artifact folder (affectllm.artifact), or a folder
+    written by `save_pretrained`; None: the trained default (`mini-affect` when shipped, else the untuned `mini`).
 
     `dtype`: "float32" / "bfloat16" / "float16" / a torch dtype, "auto" (the faster of bf16/fp32 on this machine,
     see affectllm.dtypes), or None for the preset's / checkpoint config's own dtype."""
@@ -197,8 +198,10 @@ def load(preset_or_path: str | Path, dtype: str | torch.dtype | None = None) -> 
 
     if dtype is not None:  # resolve once, up front: a bad name fails before any weights load
         dtype = resolve_dtype_name(dtype)
-    from .shipped import list_shipped, shipped_path
+    from .shipped import default_model, list_shipped, shipped_path
 
+    if preset_or_path is None:
+        preset_or_path = default_model()
     path = Path(preset_or_path)
     if str(preset_or_path) in list_presets():
         model, processor = build_preset(str(preset_or_path), dtype=dtype)
@@ -229,7 +232,7 @@ def load(preset_or_path: str | Path, dtype: str | torch.dtype | None = None) -> 
     return AffectPipeline(model, AffectProcessor.from_pretrained(path, config=config), str(path))
 
 
-def chat(model: str | AffectPipeline = "mini", **kwargs) -> ChatResult:
+def chat(model: str | AffectPipeline | None = None, **kwargs) -> ChatResult:
     """One-shot convenience: `affectllm.chat(text="...", audio="a.wav")`."""
     pipe = model if isinstance(model, AffectPipeline) else load(model)
     return pipe.chat(**kwargs)

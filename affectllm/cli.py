@@ -44,6 +44,9 @@ def _cmd_chat(args: argparse.Namespace) -> int:
 
         result, load_s = chat_via_server(args), 0.0
     else:
+        from .shipped import default_model
+
+        args.model = args.model or default_model()
         pipe = load(args.model, dtype=args.dtype)
         load_s = time.perf_counter() - t0
         result = pipe.chat(text=args.text, audio=args.audio, image=args.image, video=args.video, prompt=args.prompt,
@@ -88,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ls", help="list presets and prompts").set_defaults(func=_cmd_ls)
 
     chat = sub.add_parser("chat", help="ask a model about text / audio / image / video")
-    chat.add_argument("--model", default="mini", help="preset name or checkpoint folder (default: mini)")
+    chat.add_argument("--model", default=None, help="shipped model, preset or checkpoint folder (default: the trained "
+                                                   "default mini-affect; the untuned mini when it is not shipped)")
     chat.add_argument("--text", help="text or transcript")
     chat.add_argument("--audio", action="append", help="audio file (repeatable)")
     chat.add_argument("--image", action="append", help="image file (repeatable)")

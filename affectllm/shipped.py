@@ -35,6 +35,15 @@ REQUIRED = ("config.json", "projectors.safetensors")
 ENV_ROOT = "AFFECTLLM_SHIPPED_DIR"  # another folder of shipped models (tests; a site-wide copy)
 
 
+DEFAULT_MODEL = "mini-affect"  # the trained default: what `affectllm.load()` and `affectllm chat` use
+UNTUNED_MODEL = "mini"  # the untuned composed preset, used when the default is not shipped
+
+
+def default_model() -> str:
+    """The shipped trained default when this install has it, else the untuned `mini` preset."""
+    return DEFAULT_MODEL if DEFAULT_MODEL in list_shipped() else UNTUNED_MODEL
+
+
 def shipped_root() -> Path:
     return Path(os.environ.get(ENV_ROOT) or Path(__file__).resolve().parent / "shipped")
 

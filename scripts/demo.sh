@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Main job on the embedded default `mini` (affectllm demo): prepare the offline weights (once), fine-tune briefly on
-# real GoEmotions text from ../shared/data, serve the result through the gateway + vLLM, run the `demo` eval group
-# against the server, write runs/demo/eval/report.md with plots and print one chat example with its explanation.
+# Main job (affectllm demo): prepare the offline weights (once), serve the shipped trained default `mini-affect`
+# through the gateway + vLLM, chat on a real text, speech clip, face and video, run the `demo` eval group
+# against the server and write runs/demo/eval/report.md with plots (`affectllm demo --train` fine-tunes first).
 # A second run reuses what the first one built.
 set -euo pipefail
 data="${1:-../shared/data}"

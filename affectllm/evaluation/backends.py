@@ -132,11 +132,14 @@ def portable_text(text: str) -> str:
 def local_identity(ref: str) -> dict:
     """Hash and recipe of a preset name or checkpoint folder on this machine, without loading the model."""
     from ..presets import list_presets, preset_spec, weights_cache_folder
+    from ..shipped import list_shipped, shipped_path
 
     out: dict[str, Any] = {"hash": None, "hash_kind": None, "recipe": None}
-    path = Path(ref).expanduser()
+    shipped = ref in list_shipped()
+    path = shipped_path(ref) if shipped else Path(ref).expanduser()
     if path.is_dir():
-        out.update(hash=files_hash(path), hash_kind=f"files of {portable_path(path)}")
+        out.update(hash=files_hash(path), hash_kind=f"files of the shipped model {ref}" if shipped
+                   else f"files of {portable_path(path)}")
         if (path / "recipe.yaml").is_file():
             import yaml
 

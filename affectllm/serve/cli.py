@@ -118,7 +118,8 @@ def chat_via_server(args: argparse.Namespace):
     key = getattr(args, "api_key", None) or os.environ.get("AFFECTLLM_API_KEY")
     with AffectClient(args.server, api_key=key) as client:
         served = client.models()
-        model = args.model if args.model in served or args.model != "mini" else served[0]  # default: what it serves
+        model = args.model or served[0]  # no --model: what the server serves first (its default)
+        args.model = model
         return client.chat(text=args.text, audio=args.audio, image=args.image, video=args.video, prompt=args.prompt,
                            candidates=args.candidates.split(",") if args.candidates else None,
                            with_confidence=args.confidence, with_dimensions=args.dimensions,

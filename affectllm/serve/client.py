@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 import mimetypes
 import time
 from collections.abc import Iterator
@@ -151,8 +152,10 @@ class AffectClient:
     def chat(self, text: str | None = None, audio: Any = None, image: Any = None, video: Any = None,
              prompt: str = "emotion_ov", candidates: list[str] | None = None, with_confidence: bool = False,
              with_dimensions: bool = False, system: str | None = None, max_new_tokens: int = 200,
-             model: str | None = None, temperature: float = 0.0, send_paths: bool = False, **params):
-        """Like `AffectPipeline.chat` (greedy by default), through the server. Returns an affectllm.api.ChatResult."""
+             model: str | None = None, temperature: float = 0.0, send_paths: bool = False,
+             label_probability: bool = False, **params):
+        """Like `AffectPipeline.chat` (greedy by default), through the server. Returns an affectllm.api.ChatResult;
+        `label_probability`: also the model's probability of the first label it wrote (from token logprobs)."""
         from ..api import AffectPipeline, ChatResult, require_input
         from ..scoring import parse
 
@@ -162,9 +165,29 @@ class AffectClient:
                                                             with_confidence, with_dimensions, system)
         wire = to_openai_messages(messages, send_paths)
         t1 = time.perf_counter()
+        if label_probability:
+            params["logprobs"] = True
         out = self.completion(wire, model=model, max_tokens=max_new_tokens, temperature=temperature, **params)
         raw = out["choices"][0]["message"]["content"] or ""
         t2 = time.perf_counter()
+        content = ((out["choices"][0].get("logprobs") or {}).get("content") or []) if label_probability else []
         return ChatResult(raw=raw, prediction=parse(raw), prompt=prompt_id,
                           timings={"preprocess_s": round(t1 - t0, 3), "server_s": round(t2 - t1, 3),
-                                   "usage": out.get("usage")})
+                                   "usage": out.get("usage")},
+                          label_probability=first_label_probability([(c["token"], c["logprob"]) for c in content]))
+
+
+def first_label_probability(tokens: list[tuple[str, float]]) -> float | None:
+    """exp(sum of the logprobs of the tokens that spell the first label) of a `{"labels": ["..."` answer: the
+    probability the model gave the label it wrote, given what came before. None when there is no such label."""
+    text = "".join(t for t, _ in tokens)
+    start = text.find('["')
+    end = text.find('"', start + 2) if start >= 0 else -1
+    if start < 0 or end <= start + 2:
+        return None
+    lo, hi, pos, total = start + 2, end, 0, 0.0
+    for tok, lp in tokens:
+        if pos < hi and pos + len(tok) > lo:  # the token overlaps the label's characters
+            total += lp
+        pos += len(tok)
+    return float(math.exp(total))

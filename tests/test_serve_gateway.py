@@ -376,3 +376,26 @@ def test_merged_lora_serves_the_artifact_alone_with_the_same_scores(tmp_path):
     assert reg.base.pipe.chat(text="I won!", max_new_tokens=8).raw == unmerged.chat(text="I won!", max_new_tokens=8).raw
     with pytest.raises(ConfigError, match="merged"):
         reg.add_lora("other", artifact)
+
+
+def test_first_label_probability_spans_exactly_the_label_tokens():
+    import math
+
+    from affectllm.serve.client import first_label_probability
+
+    toks = [('{"', -0.01), ("labels", -0.02), ('":', -0.0), (' ["', -0.03), ("ang", math.log(0.5)), ("ry", math.log(0.8)),
+            ('",', -0.4), (' "', -0.1), ("sad", -2.0), ('"]', -0.0)]
+    assert first_label_probability(toks) == pytest.approx(0.4)
+    assert first_label_probability([('{"', -0.1), ("labels", -0.1), ('": []}', -0.1)]) is None  # no label written
+    assert first_label_probability([(' ["', 0.0), ("joy", -0.1)]) is None  # cut off before the closing quote
+
+
+def test_chat_with_label_probability_through_the_gateway(gateway):
+    from affectllm.serve.client import AffectClient
+
+    with AffectClient(gateway.url, api_key=KEY) as client:
+        res = client.chat(text="I won!", model="tiny", max_new_tokens=12, label_probability=True)
+        plain = client.chat(text="I won!", model="tiny", max_new_tokens=12)
+    assert res.raw == plain.raw and plain.label_probability is None
+    if res.prediction.labels and '"]' in res.raw:
+        assert 0.0 < res.label_probability <= 1.0

@@ -91,3 +91,16 @@ def test_serve_resolves_a_shipped_name(shipped):
     shutil.rmtree(shipped["folder"] / "adapter")
     with pytest.raises(AffectError, match="missing"):
         resolve_source("tiny-affect")
+
+
+def test_the_default_model_is_the_shipped_one_when_installed(tmp_path, monkeypatch):
+    from affectllm.api import load
+    from affectllm.shipped import DEFAULT_MODEL, ENV_ROOT, default_model, ship
+
+    monkeypatch.setenv(ENV_ROOT, str(tmp_path / "empty"))
+    assert default_model() == "mini"  # not shipped in this install: the untuned preset
+    root = tmp_path / "shipped"
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    ship(make_lora_artifact(tmp_path / "artifact"), DEFAULT_MODEL, root)
+    assert default_model() == DEFAULT_MODEL
+    assert load().name == DEFAULT_MODEL

@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     score = sub.add_parser("score", help="score predictions (MER-compatible open-vocabulary and closed-set metrics)",
                            add_help=False)
     score.set_defaults(func=None)
-    from .evaluation.transfer import add_parser as add_transfer_parser
+    from .transfer import add_parser as add_transfer_parser
 
     add_transfer_parser(sub)
     from .demo import add_arguments as add_demo_arguments, cmd_demo

@@ -54,7 +54,7 @@ def test_chat_json_on_tiny(capsys, media):
                        str(media / "ok.png"), "--text", "hi", "--max-new-tokens", "4", "--json")
     assert code == 0
     result = json.loads(out)
-    assert set(result) == {"raw", "prediction", "prompt", "timings"}
+    assert set(result) == {"raw", "prediction", "prompt", "timings", "label_probability"}
     assert result["prompt"].startswith("emotion_ov@") and "labels" in result["prediction"]
 
 

@@ -1,4 +1,4 @@
-"""Leave-one-corpus-out transfer (affectllm.evaluation.transfer) on `tiny` and real text corpora: each fold trains
+"""Leave-one-corpus-out transfer (affectllm.transfer) on `tiny` and real text corpora: each fold trains
 on every corpus but one with the same budget, every fold and the untuned base answer every corpus' zero-shot task,
 the matrix and heat-map are written, and a second run trains nothing again."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ from conftest import DATA
 
 def test_fold_mixture_drops_exactly_the_held_out_corpus():
     from affectllm.errors import ConfigError
-    from affectllm.evaluation.transfer import fold_mixture
+    from affectllm.transfer import fold_mixture
     from affectllm.train import load_recipe
 
     mixture = load_recipe("transfer_fold").data.mixture
@@ -26,7 +26,7 @@ def test_transfer_matrix_on_tiny(tmp_path):
     for c in ("goemotions", "meld"):
         if not (DATA / "text" / c).is_dir():
             pytest.skip(f"real data not available: {DATA / 'text' / c}")
-    from affectllm.evaluation.transfer import run_transfer
+    from affectllm.transfer import run_transfer
 
     out = tmp_path / "transfer"
     res = run_transfer(out, corpora=["goemotions", "meld"], steps=2, limit=2, base="tiny", progress=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 FOLD_RECIPE = "transfer_fold"
 # corpus -> (zero-shot task on its dev split, headline metric)
@@ -36,8 +36,8 @@ def fold_mixture(held_out: str, recipe_mixture: list[dict]) -> list[dict]:
 
 def train_fold(held_out: str, output: Path, steps: int, base: str, data_root: str | Path | None,
                progress: bool) -> Path:
-    from ..train import load_recipe
-    from ..train.loop import train
+    from .train import load_recipe
+    from .train.loop import train
 
     out = output / f"without_{held_out}"
     if (out / "final" / "config.json").is_file():
@@ -49,7 +49,7 @@ def train_fold(held_out: str, output: Path, steps: int, base: str, data_root: st
 
 
 def evaluate(model, name: str, output: Path, corpora: list[str], limit: int, data_root, progress: bool) -> dict:
-    from .runner import run_eval
+    from .evaluation.runner import run_eval
 
     tasks = [EVAL[c][0] for c in corpora]
     summary = run_eval(model, tasks, output / "eval" / name, backend="hf", limit=limit, progress=progress,
@@ -104,8 +104,8 @@ def heatmap(result: dict, path: Path) -> Path:
 def run_transfer(output: str | Path = "runs/transfer", corpora: list[str] | None = None, steps: int = 120,
                  limit: int = 200, base: str = "mini", data_root: str | Path | None = None,
                  progress: bool = True) -> dict:
-    from ..api import load
-    from ..train import load_recipe
+    from .api import load
+    from .train import load_recipe
 
     corpora = list(corpora or EVAL)
     unknown = [c for c in corpora if c not in EVAL]
@@ -119,7 +119,7 @@ def run_transfer(output: str | Path = "runs/transfer", corpora: list[str] | None
     matrix = {"untuned": evaluate(load(base), "untuned", output, corpora, limit, data_root, progress)}
     for held in corpora:
         artifact = train_fold(held, output, steps, base, data_root, progress)
-        from ..artifact import load_artifact
+        from .artifact import load_artifact
 
         matrix[f"without {held}"] = evaluate(load_artifact(artifact), f"without_{held}", output, corpora, limit,
                                              data_root, progress)

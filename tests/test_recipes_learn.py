@@ -203,6 +203,7 @@ def _mix_recipe(tmp_path, mixture, **extra):
     ({"corpus": "ravdess", "formats": {"essay": 1}}, "format"),
     ({"corpus": "/nope/m.jsonl"}, "does not exist"),
     ({"corpus": "ravdess", "colour": "red"}, "unknown key"),
+    ({"corpus": "ravdess", "target": "essay"}, "target style"),
 ])
 def test_mixture_errors_at_parse_time(tmp_path, entry, match):
     with pytest.raises(ConfigError, match=match):
@@ -254,6 +255,23 @@ def test_mixture_formats_targets_and_balance(tiny, tmp_path):
     again = build_mixture(tiny, [{"corpus": str(path), "formats": fmts}], "train", ["text"], "labels", seed=3,
                           data_root=tmp_path)
     assert [e.target for e in again] == [e.target for e in exs]
+
+
+def test_a_mixture_entry_may_train_on_labels_alone(tiny, tmp_path):
+    """`target` per entry: one corpus answers with labels only while the recipe's default keeps an explanation."""
+    import json
+
+    from affectllm.data import write_manifest
+    from affectllm.train.mixture import build_mixture
+
+    samples = [Sample(id=f"t{i}", corpus="toy", split="train", text=f"sentence number {i}", labels=["happy"],
+                      label="happy", label_set="ravdess") for i in range(6)]
+    path = write_manifest(tmp_path / "toy.jsonl", samples, root=tmp_path)
+    exs = build_mixture(tiny, [{"corpus": str(path), "target": "labels"}, {"corpus": str(path)}], "train", ["text"],
+                        "short", seed=0, data_root=tmp_path)
+    answers = [json.loads(e.target) for e in exs]
+    assert all(set(a) == {"labels"} for a in answers[:6])
+    assert all("explanation" in a for a in answers[6:])
 
 
 def test_align_steps_draw_only_examples_with_media():

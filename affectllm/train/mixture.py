@@ -15,7 +15,8 @@ honest):
     va        valence/arousal regression with labels (corpora with ratings, e.g. EmoBank)
 
 A mixture entry: {corpus, split (default data.split), modalities (default data.modalities), limit, weight,
-balance, formats: {name: weight}}. `weight` scales how many of the entry's examples one epoch holds (2 = each sample
+balance, target (default data.target), formats: {name: weight}}. A per-entry `target` lets one corpus train on
+labels alone while others keep an explanation. `weight` scales how many of the entry's examples one epoch holds (2 = each sample
 twice, in independently drawn formats; 0.5 = a seeded half), so small corpora can be upweighted against large ones.
 `balance: p` (0 < p <= 1) redraws the entry's samples (seeded, with replacement, same count) with probability
 proportional to freq(rarest gold label) ** -p: macro-averaged metrics weigh a class of 77 posts (GoEmotions "grief")
@@ -36,7 +37,7 @@ from ..registry import unknown_name_message
 from .examples import Example, load_split, sample_modalities, shuffled_candidates, target_text
 
 FORMATS = ("closed", "ov", "mcq", "yesno", "absent", "modality", "va")
-ENTRY_KEYS = {"corpus", "split", "modalities", "limit", "weight", "formats", "balance"}
+ENTRY_KEYS = {"corpus", "split", "modalities", "limit", "weight", "formats", "balance", "target"}
 CANONICAL = {"closed": "emotion_closed", "ov": "emotion_ov"}
 CANONICAL_SHARE = 0.5  # share of closed/ov examples that use the canonical prompt (what chat and evals send)
 MCQ_MAX_OPTIONS = 6
@@ -71,6 +72,12 @@ def validate_mixture(mixture, default_split: str) -> None:
         balance = entry.get("balance", 0)
         if isinstance(balance, bool) or not isinstance(balance, (int, float)) or not 0 <= balance <= 1:
             raise ConfigError(f"{where}: balance must be a number in [0, 1] (0 = off), got {balance!r}")
+        if "target" in entry:
+            from .examples import TARGET_STYLES
+
+            if entry["target"] not in TARGET_STYLES:
+                raise ConfigError(f"{where}: " + unknown_name_message("target style", str(entry["target"]),
+                                                                     TARGET_STYLES))
         formats = entry.get("formats", {"closed": 1.0})
         if not isinstance(formats, dict) or not formats:
             raise ConfigError(f"{where}: formats must be a non-empty mapping of format -> weight")
@@ -206,6 +213,7 @@ def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalit
             samples = random.Random(seed).sample(samples, int(limit))
         if entry.get("balance"):
             samples = balanced_draw(samples, float(entry["balance"]), f"{seed}:{i}:balance")
+        builder.style = str(entry.get("target", target_style))
         formats = entry.get("formats", {"closed": 1.0})
         names, weights = list(formats), [float(w) for w in formats.values()]
         weight = float(entry.get("weight", 1.0))

@@ -227,6 +227,10 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
         lines.append(f"- training: {train['steps']} steps in {train['train_s'] / 3600:.2f} h of step time "
                      f"(dev evaluations excluded), loss {train['loss_first_last'][0]:.2f} -> "
                      f"{train['loss_first_last'][1]:.2f}")
+        if optim.get("max_steps") and train["steps"] < optim["max_steps"]:
+            lines.append(f"- **stopped at step {train['steps']} of {optim['max_steps']}** (the session's time ran "
+                         "out; the learning rate had not decayed to zero). The run is resumable: the same command "
+                         "continues it, and `best` is re-chosen on dev as it goes")
     if wall_s:
         lines.append(f"- wall time including dev evaluations: {wall_s / 3600:.2f} h")
     lines.append(f"- machine: {machine}, no GPU")

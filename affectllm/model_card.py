@@ -256,11 +256,21 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
     skipped = [f"`{r['task']}` ({r['status']})" for r in rows if "metric" not in r]
     if skipped:
         lines += ["", "Not measured: " + ", ".join(skipped)]
-    lines += ["", "## Known failure modes (measured above)", ""] + failure_modes(summary) + ["", INTENDED, ""]
+    lines += ["", "## Known failure modes (measured above)", ""] + failure_modes(summary, eval_dir) + ["", INTENDED, ""]
     return "\n".join(lines)
 
 
-def failure_modes(summary: dict) -> list[str]:
+def _common_answer(eval_dir: Path, task: str) -> str | None:
+    path = eval_dir / task / "samples.jsonl"
+    if not path.is_file():
+        return None
+    from collections import Counter
+
+    heads = Counter(" ".join(json.loads(x).get("raw", "").split())[:40] for x in path.read_text().splitlines() if x)
+    return heads.most_common(1)[0][0] if heads else None
+
+
+def failure_modes(summary: dict, eval_dir: Path | None = None) -> list[str]:
     """Bullets read off the robustness rows: what a user should expect to go wrong, with the number behind it."""
     tasks = summary["tasks"]
     out = []
@@ -288,8 +298,10 @@ def failure_modes(summary: dict) -> list[str]:
         ung = get(task, "ungrounded_rate")
         if ung[0] is not None:
             m = tasks[task]["metrics"]
-            extra = "; ".join(f"{k} {v:.3f}" for k, v in sorted(m.items()) if ("claim" in k or "wrong" in k)
-                              and not k.endswith(("_ci_low", "_ci_high", "_std")) and isinstance(v, float))
+            extra = "; ".join(f"{label} {m[k]:.3f}" for k, label in (
+                ("value_claims_verifiable_rate", "share of measurable claims (pitch, energy, rate) checkable"),
+                ("value_claims_wrong_rate", "of those, wrong against the measured cues"))
+                if isinstance(m.get(k), float) and not math.isnan(m[k]))
             out.append(f"- **Invented cues ({tasks[task]['data']['corpus']}):** explanations citing a modality "
                        f"that was not given: {_fmt(*ung)}" + (f"; {extra}" if extra else "")
                        + f" (n={tasks[task]['data']['n_samples']}).")
@@ -299,6 +311,21 @@ def failure_modes(summary: dict) -> list[str]:
         out.append(f"- **Candidate order:** reordering the label list changes {_fmt(*flips)} of MELD answers"
                    + (f"; the most common answer is {share:.2f} of all answers" if share is not None else "")
                    + f" (n={tasks['ps_meld_order']['data']['n_samples']}).")
+    for task in ("emobench_eu", "emobench_ea"):
+        t = tasks.get(task)
+        if t and t.get("status") == "ok" and t["metrics"].get("unparsed_rate"):
+            common = _common_answer(eval_dir, task) if eval_dir else None
+            out.append(f"- **Multiple choice ({task}):** {t['metrics']['unparsed_rate']:.2f} of answers name no choice"
+                       + (f"; the most common answer starts `{common}`" if common else "")
+                       + f" (n={t['data']['n_samples']}).")
+    ov = tasks.get("ov_mer2023")
+    if ov and ov.get("status") == "ok":
+        m = ov["metrics"]
+        if not isinstance(m.get("mer_wheel.mer2025"), float) or math.isnan(m["mer_wheel.mer2025"]):
+            out.append(f"- **Open vocabulary on MER2023 (OV-MERD):** the official MER2025 score is NaN (in at least "
+                       "one of the five emotion wheels no predicted word matched a gold word on any clip, and the "
+                       "official F has no zero guard); mean per-sample "
+                       f"F {_fmt(*_metric(ov, 'mer_wheel.mer2025_sample'))} (n={ov['data']['n_samples']}).")
     out.append("- Labels outside the training corpora's label spaces are rare: the model was taught closed "
                "label sets plus open-vocabulary answers on RAVDESS, CK+, GoEmotions, MELD and SemEval only.")
     return out

@@ -17,7 +17,7 @@ def test_demo_group_covers_every_modality_with_readable_cis():
     cat = load_catalog()
     entries = dict(cat.groups["demo"].entries)
     assert {"rec_ravdess", "rec_ckplus", "rec_meld_dev_all", "rec_goemotions_dev_random", "ov_mer2023",
-            "ps_meld_order", "hall_absent_text", "calib_meld"} == set(entries)
+            "ps_meld_order", "hall_absent_text"} == set(entries)
     # n >= 50 per task (>= 100 for recognition), except OV-MERD, whose 6 labelled clips are all the kit has
     assert all(limit >= 50 for name, limit in entries.items() if name != "ov_mer2023")
     assert all(entries[t] >= 100 for t in ("rec_ravdess", "rec_ckplus", "rec_meld_dev_all", "rec_goemotions_dev_random"))
@@ -38,7 +38,7 @@ def test_demo_on_tiny_trains_serves_evaluates_and_reuses(tmp_path, capsys):
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert summary["model"]["backend"] == "openai" and summary["model"]["model_id"] == SERVED_NAME
     ran = {n for n, t in summary["tasks"].items() if t["status"] == "ok"}
-    assert {"rec_ravdess", "rec_goemotions_dev_random", "ps_meld_order", "calib_meld"} <= ran
+    assert {"rec_ravdess", "rec_goemotions_dev_random", "ps_meld_order", "hall_absent_text"} <= ran
     assert summary["trained_on"], "the served artifact's recipe is recorded"
     report = (out / "eval" / "report.md").read_text()
     assert "ps_meld_order" in report and ".png" in report
@@ -109,5 +109,5 @@ def test_demo_serves_the_shipped_default_and_chats_on_every_modality(tmp_path, c
     assert all(p is None or 0.0 < p <= 1.0 for p in probs) and "p(first label) = " in printed
     summary = json.loads((tmp_path / "demo" / "eval" / "summary.json").read_text())
     assert summary["model"]["model_id"] == DEFAULT_MODEL
-    assert {n for n, t in summary["tasks"].items() if t["status"] == "ok"} >= {"rec_ravdess", "rec_ckplus", "calib_meld"}
+    assert {n for n, t in summary["tasks"].items() if t["status"] == "ok"} >= {"rec_ravdess", "rec_ckplus", "ov_mer2023"}
     assert "rec_ravdess" in printed and "closed_set.uar" in printed

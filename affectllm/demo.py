@@ -87,12 +87,12 @@ def fine_tune(p: DemoPlan, base: str = "mini", steps: int | None = None) -> Path
     return run_recipe("sft_lora", overrides)
 
 
-def _first(corpus: str, split: str, root: Path, want: str):
-    """The first sample of a split that carries `want` (no choosing by answer: the demo shows what comes first)."""
+def _first(corpus: str, split: str, root: Path, keep):
+    """The first sample of a split that `keep` accepts (no choosing by answer: the demo shows what comes first)."""
     from .data import load_corpus
 
     try:
-        return next((s for s in load_corpus(corpus, split, root) if getattr(s, want)), None)
+        return next((s for s in load_corpus(corpus, split, root) if keep(s)), None)
     except Exception:  # noqa: BLE001 - absent or unreadable corpus: the caller says it skipped it
         return None
 
@@ -104,7 +104,7 @@ def chat_examples(data_root: Path) -> tuple[list[dict], list[str]]:
 
     examples, skipped = [], []
     rel = lambda p: os.path.relpath(p, data_root)  # noqa: E731
-    text = _first("meld", "dev", data_root, "text")
+    text = _first("meld", "dev", data_root, lambda s: s.text)
     if text is not None:
         examples.append({"kind": "text", "input": {"text": text.text}, "source": f"MELD dev {text.id}",
                          "gold": text.label})
@@ -112,7 +112,7 @@ def chat_examples(data_root: Path) -> tuple[list[dict], list[str]]:
         examples.append({"kind": "text", "input": {"text": EXAMPLE_TEXT}, "source": "a fixed sentence", "gold": None})
         skipped.append("a real text example (no MELD under the data root)")
     for kind, corpus, field_ in (("speech", "ravdess", "audio"), ("face", "ckplus", "image")):
-        s = _first(corpus, "test", data_root, field_)
+        s = _first(corpus, "test", data_root, lambda s, f=field_: getattr(s, f))
         if s is None:
             skipped.append(f"the {kind} example (no {corpus.upper() if corpus == 'ravdess' else 'CK+'} under the "
                            "data root)")
@@ -124,21 +124,13 @@ def chat_examples(data_root: Path) -> tuple[list[dict], list[str]]:
     if clip.is_file() and index.is_file():
         with open(index, encoding="utf-8") as f:
             subtitle = next((r.get("subtitle_en", "") for r in csv.DictReader(f) if r.get("name") == EXAMPLE_CLIP[1]), "")
-        gold = next((s.labels for s in _mer_samples(data_root) if s.id.endswith(EXAMPLE_CLIP[1])), [])
+        sample = _first("mer2023", "test", data_root, lambda s: s.id.endswith(EXAMPLE_CLIP[1]))
+        gold = sample.labels if sample is not None else []
         examples.append({"kind": "video", "input": {"video": str(clip), "text": subtitle or None},
                          "source": f"{rel(clip)} + subtitle", "gold": ", ".join(gold) or None})
     else:
         skipped.append("the video example (no MER2023 clips under the data root)")
     return examples, skipped
-
-
-def _mer_samples(root: Path) -> list:
-    from .data import load_corpus
-
-    try:
-        return load_corpus("mer2023", "test", root)
-    except Exception:  # noqa: BLE001
-        return []
 
 
 def choose_model(p: DemoPlan, model: str | None, train: bool, base: str, steps: int | None) -> tuple[str, str]:

@@ -274,6 +274,22 @@ def test_a_mixture_entry_may_train_on_labels_alone(tiny, tmp_path):
     assert all("explanation" in a for a in answers[6:])
 
 
+def test_a_mixture_entry_may_stay_out_of_alignment(tiny, tmp_path):
+    """`align: false` marks an entry's examples so the projector-only steps skip them; a non-bool is refused."""
+    from affectllm.data import write_manifest
+    from affectllm.train.mixture import build_mixture
+
+    samples = [Sample(id=f"t{i}", corpus="toy", split="train", text=f"sentence number {i}", labels=["happy"],
+                      label="happy", label_set="ravdess") for i in range(4)]
+    path = write_manifest(tmp_path / "toy.jsonl", samples, root=tmp_path)
+    exs = build_mixture(tiny, [{"corpus": str(path)}, {"corpus": str(path), "align": False}], "train", ["text"],
+                        "labels", seed=0, data_root=tmp_path)
+    assert [e.columns["align"] for e in exs] == [True] * 4 + [False] * 4
+    with pytest.raises(ConfigError, match="align must be true or false"):
+        build_mixture(tiny, [{"corpus": str(path), "align": "no"}], "train", ["text"], "labels",
+                      data_root=tmp_path)
+
+
 def test_align_steps_draw_only_examples_with_media():
     """In a text + media mixture the projector-only steps see media examples only; afterwards every example is
     drawn, epoch by epoch, as without alignment. The plan is a function of the step (resume-safe)."""

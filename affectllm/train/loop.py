@@ -199,12 +199,12 @@ def train(recipe: Recipe, stop_after: int | None = None, progress: bool = True) 
         fit_tower_normalization(pipe, examples, progress=progress and acc.is_main_process)
     encoder = ExampleEncoder(pipe, cache_dir(), use_cache=recipe.run.feature_cache)
     micro = recipe.optim.batch_size
-    media = [i for i, e in enumerate(examples) if has_media(e)]
+    media = [i for i, e in enumerate(examples) if has_media(e) and e.columns.get("align", True)]
     plan = BatchPlan(len(examples), micro * recipe.optim.grad_accum * acc.num_processes, recipe.optim.seed,
                      align_pool=media, align_steps=recipe.optim.align_steps)
     if plan.align_steps and acc.is_main_process:
         print(f"align: the first {plan.align_steps} steps draw from the {len(media)} of {len(examples)} examples "
-              f"that carry media (text-only ones give the projectors no gradient)", flush=True)
+              f"that carry media in entries with align on (text-only ones give the projectors no gradient)", flush=True)
     steps = total_steps(recipe, plan)
     groups = parameter_groups(pipe.model, recipe)
     optimizer = torch.optim.AdamW(groups)

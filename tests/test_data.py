@@ -42,7 +42,8 @@ EXPECTED = {("goemotions", "train"): 43410, ("goemotions", "dev"): 5426, ("meld"
             ("meld", "dev"): 1109, ("emobank", "train"): 8062, ("emobank", "dev"): 1000,
             ("semeval2018_ec", "train"): 6838, ("semeval2018_ec", "dev"): 886, ("emobench", "test"): 148,
             ("ravdess", "train"): 600, ("ravdess", "dev"): 120, ("ravdess", "trainval"): 720,
-            ("ravdess", "test"): 240, ("mer2023", "test"): 6, ("mer2023", "all"): 17}
+            ("ravdess", "test"): 240, ("mer2023", "test"): 6, ("mer2023", "all"): 17,
+            ("mer2023", "subtitles"): 303}
 
 
 def test_registry_names_and_errors():
@@ -156,6 +157,16 @@ def test_mer2023_ov_labels_and_explanations():
     assert by_id["sample_00000000"].audio.endswith(".wav")
     unlabelled = [s for s in load("mer2023", "all") if not s.labels]
     assert len(unlabelled) == 11 and all(s.meta["clip"] not in gold for s in unlabelled)
+
+
+@need("av/mer2023")
+def test_ovmerd_subtitles_are_english_text_only_with_gold_labels():
+    subs = load("mer2023", "subtitles")
+    assert all(s.text and s.labels and not (s.audio or s.video or s.image) for s in subs)
+    assert all(sum(c.isascii() for c in s.text) >= 0.9 * len(s.text) for s in subs)  # Chinese quotes left out
+    by_id = {s.meta["clip"]: s for s in subs}
+    assert by_id["sample_00000727"].labels == ["guilt", "sadness"]
+    assert by_id["sample_00000648"].text == "Don't talk to me about feelings anymore."  # EMER v1 subtitle
 
 
 # ---------------------------------------------------------------- manifest schema

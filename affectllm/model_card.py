@@ -87,6 +87,22 @@ def _summary(folder: str | Path | None) -> dict | None:
     return json.loads(path.read_text())
 
 
+def _merged_summaries(folders: list[str] | None) -> dict | None:
+    """Several eval runs of one model as one summary (a task added to the group later is run on its own); a task
+    in two runs is an error, never silently overwritten; the commands are kept, joined."""
+    runs = [_summary(f) for f in folders or []]
+    if not runs:
+        return None
+    merged = {**runs[0], "tasks": dict(runs[0]["tasks"]), "run": dict(runs[0].get("run", {}))}
+    for folder, other in zip(folders[1:], runs[1:]):
+        twice = sorted(set(merged["tasks"]) & set(other["tasks"]))
+        if twice:
+            raise ValueError(f"{folder}: task(s) {twice} already come from an earlier --untuned run")
+        merged["tasks"].update(other["tasks"])
+        merged["run"]["command"] = f"{merged['run'].get('command', '')}` and `{other.get('run', {}).get('command', '')}"
+    return merged
+
+
 def _baseline(corpus: str, split: str, baselines: dict) -> tuple[str, str] | None:
     spec = BASELINES.get((corpus, split))
     if spec is None or not baselines:
@@ -337,7 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Write MODEL_CARD.md for a shipped model from its measurements.")
     ap.add_argument("name", help="the shipped model (affectllm/shipped/NAME)")
     ap.add_argument("--eval", required=True, help="`affectllm eval --tasks model_card` output folder of the model")
-    ap.add_argument("--untuned", help="the same group run against the untuned base (optional)")
+    ap.add_argument("--untuned", nargs="*", help="the same group run against the untuned base (optional; several "
+                    "folders when tasks were run separately)")
     ap.add_argument("--baselines", default=str(REPO / "docs" / "results" / "baselines.json"))
     ap.add_argument("--train-log", help="the run's metrics.jsonl (steps, step time, loss)")
     ap.add_argument("--wall-s", type=float, help="wall time of the training run, dev evaluations included")
@@ -346,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     folder = shipped_path(args.name)
     summary = _summary(args.eval)
-    untuned = _summary(args.untuned)
+    untuned = _merged_summaries(args.untuned)
     baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
     import os
 

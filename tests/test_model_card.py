@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from serve_helpers import make_lora_artifact
 
 from conftest import REPO
@@ -77,3 +79,22 @@ def test_the_card_reports_every_row_with_n_ci_and_its_baselines(tmp_path, monkey
     assert "| **0.480 [0.420, 0.540]** | not run |" in in_domain  # the untuned run has no accuracy key
     assert "the preset `tiny`" in card and "CC BY-NC-SA 4.0" in card and "test CPU" in card
     assert "Out of scope" in card and "hiring" in card
+
+
+def test_untuned_runs_of_separate_tasks_merge_and_a_task_in_two_runs_is_refused(tmp_path):
+    from affectllm.model_card import _merged_summaries
+
+    def run(name, command, tasks):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "summary.json").write_text(json.dumps({"run": {"command": command},
+                                                         "tasks": {t: {"status": "ok"} for t in tasks}}))
+        return str(folder)
+
+    a, b = run("a", "eval A", ["rec_ravdess"]), run("b", "eval B", ["ov_ovmerd_text"])
+    merged = _merged_summaries([a, b])
+    assert sorted(merged["tasks"]) == ["ov_ovmerd_text", "rec_ravdess"] and "eval A` and `eval B" in \
+        merged["run"]["command"]
+    with pytest.raises(ValueError, match="rec_ravdess"):
+        _merged_summaries([a, run("c", "eval C", ["rec_ravdess"])])
+    assert _merged_summaries(None) is None

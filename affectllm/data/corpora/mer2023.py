@@ -44,7 +44,7 @@ def _english(text: str) -> bool:
     return bool(text) and sum(c.isascii() for c in text) >= 0.9 * len(text) and re.search("[A-Za-z]{2}", text)
 
 
-def _subtitles(root: Path, labels: dict[str, list[str]], v2: dict[str, str], v1: dict[str, dict]) -> list[Sample]:
+def _subtitles(labels: dict[str, list[str]], v2: dict[str, str], v1: dict[str, dict]) -> list[Sample]:
     out = []
     for name in sorted(labels):
         subtitle, source = (v1[name]["subtitles"].strip(), "EMER v1") if name in v1 else ("", "")
@@ -67,7 +67,7 @@ def _read(root: Path, split: str) -> list[Sample]:
     v2 = {r["name"]: r["english"] for r in read_csv(emer / "dataset-v2" / "final-EMER-reason.csv")}
     v1 = {r["names"]: r for r in read_csv(emer / "dataset-v1" / "gt-eng.csv")}
     if split == "subtitles":
-        return _subtitles(root, labels, v2, v1)
+        return _subtitles(labels, v2, v1)
     out = []
     for mp4 in sorted((base / "examples").glob("*.mp4")):
         name = mp4.stem

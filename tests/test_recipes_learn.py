@@ -306,3 +306,50 @@ def test_align_steps_draw_only_examples_with_media():
     assert [again.indices(s) for s in (7, 2, 0)] == [plan.indices(s) for s in (7, 2, 0)]
     plain, everything = BatchPlan(20, 4, seed=0), BatchPlan(20, 4, seed=0, align_pool=list(range(20)), align_steps=5)
     assert [plain.indices(s) for s in range(10)] == [everything.indices(s) for s in range(10)]
+
+
+def test_scenario_format_is_emobench_shaped_with_context_and_uniform_letters(tiny, tmp_path):
+    """`scenario`: question about the speaker, 4-6 lettered choices, then the dialogue's earlier lines and the
+    speaker's line (never later ones); the bare letter answers, its position spread; multi-label posts get a
+    compound choice ("Joy & Gratitude"); the eval's own question wording never appears."""
+    from collections import Counter
+
+    from affectllm.data import LABEL_SETS, write_manifest
+    from affectllm.evaluation.parsers import parse_letter
+    from affectllm.train.mixture import build_mixture
+
+    meld = LABEL_SETS["meld"]
+    samples = [Sample(id=f"m{d}-{u}", corpus="toy", split="train", text=f"line {u} of dialogue {d}",
+                      labels=[meld[(d + u) % 7]], label=meld[(d + u) % 7], label_set="meld",
+                      speaker=["Ross", "Monica"][u % 2], meta={"dialogue_id": d, "utterance_id": u})
+               for d in range(30) for u in range(5)]
+    go = LABEL_SETS["goemotions"]
+    samples += [Sample(id=f"g{i}", corpus="toy", split="train", text=f"post {i}", labels=[go[i % 28], go[(i + 5) % 28]],
+                       label=go[i % 28], multi_labels=[go[i % 28], go[(i + 5) % 28]], label_set="goemotions")
+                for i in range(60)]
+    path = write_manifest(tmp_path / "toy.jsonl", samples, root=tmp_path)
+    exs = build_mixture(tiny, [{"corpus": str(path), "formats": {"scenario": 1}}], "train", ["text"], "labels",
+                        seed=1, data_root=tmp_path)
+    assert len(exs) == len(samples) and {e.columns["format"] for e in exs} == {"scenario"}
+    letters_seen = Counter()
+    for ex in exs:
+        prompt = ex.messages[-1]["content"][-1]["text"]
+        assert "ultimately feel" not in prompt
+        letter = ex.target
+        assert len(letter) == 1 and parse_letter(letter) == letter
+        letters_seen[letter] += 1
+        options = [line for line in prompt.split("\n") if len(line) > 2 and line[0] in "ABCDEF" and line[1] in ".)"
+                   or line[:1] == "(" and line[2:3] == ")"]
+        assert 4 <= len(options) <= 6
+        chosen = next(o for o in options if o.lstrip("(").startswith(letter))
+        sid = ex.id.split("#")[0]
+        if sid.startswith("m"):
+            d, u = map(int, sid[1:].split("-"))
+            assert chosen.endswith(meld[(d + u) % 7].capitalize())
+            assert f"line {u} of dialogue {d}" in prompt and f"line {u + 1} of dialogue {d}" not in prompt
+            assert all(f"line {k} of dialogue {d}" in prompt for k in range(max(0, u - 3), u))
+            assert ["Ross", "Monica"][u % 2] in prompt.split("\n")[1] or ["Ross", "Monica"][u % 2] in prompt
+        else:
+            i = int(sid[1:])
+            assert " & " in chosen and go[i % 28].capitalize() in chosen
+    assert set(letters_seen) >= set("ABCD") and max(letters_seen.values()) < 0.4 * len(exs)

@@ -13,6 +13,9 @@ honest):
     absent    a question about a modality the sample lacks -> a sentence that says it was not given
     modality  "which inputs were given?" -> a sentence listing given and missing inputs
     va        valence/arousal regression with labels (corpora with ratings, e.g. EmoBank)
+    scenario  text only, EmoBench-shaped: a question about a named person, 4-6 lettered choices (compound ones such
+              as "Joy & Gratitude" for multi-label posts), then the scenario (MELD: the dialogue's previous lines
+              and the speaker's line); the answer is the bare letter, its position uniform
 
 A mixture entry: {corpus, split (default data.split), modalities (default data.modalities), limit, weight,
 balance, target (default data.target), align (default true), formats: {name: weight}}. A per-entry `target` lets
@@ -38,13 +41,18 @@ from ..prompts import list_prompts
 from ..registry import unknown_name_message
 from .examples import Example, load_split, sample_modalities, shuffled_candidates, target_text
 
-FORMATS = ("closed", "ov", "mcq", "yesno", "absent", "modality", "va")
+FORMATS = ("closed", "ov", "mcq", "yesno", "absent", "modality", "va", "scenario")
 ENTRY_KEYS = {"corpus", "split", "modalities", "limit", "weight", "formats", "balance", "target", "align"}
 CANONICAL = {"closed": "emotion_closed", "ov": "emotion_ov"}
 CANONICAL_SHARE = 0.5  # share of closed/ov examples that use the canonical prompt (what chat and evals send)
 MCQ_MAX_OPTIONS = 6
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 SENSE = {"audio": "hear the voice", "image": "see the face", "video": "see the face"}
+SCENARIO_CONTEXT_LINES = 3  # previous lines of a MELD dialogue shown before the speaker's line
+# Training questions only: EmoBench's own wording ("... ultimately feel in this situation?") is kept for the eval.
+SCENARIO_QUESTIONS = ("Which feeling best describes {subject} here?", "How is {subject} most likely feeling?",
+                      "Pick the emotion that {subject} has in this scene.",
+                      "What does {subject} feel at the end of this?")
 
 
 def validate_mixture(mixture, default_split: str) -> None:
@@ -103,6 +111,7 @@ class MixtureBuilder:
         self.pipe, self.style, self.seed = pipe, target_style, seed
         self.model_modalities = set(pipe.model.config.modalities) | {"text"}
         self.paraphrases = {f: list_prompts(f"train/{f}_") for f in FORMATS}
+        self.dialogues: dict = {}  # (corpus, dialogue id) -> [(utterance id, speaker, text)], for scenario context
 
     def _prompt(self, fmt: str, rng: random.Random) -> str:
         if fmt in CANONICAL and rng.random() < CANONICAL_SHARE:
@@ -130,7 +139,7 @@ class MixtureBuilder:
         space = LABEL_SETS.get(sample.label_set or "") or []
         gold = sample.label or (sample.labels[0] if sample.labels else None)
         prompt = self._prompt(fmt, rng)
-        if fmt in ("closed", "mcq", "yesno") and (not space or gold not in space):
+        if fmt in ("closed", "mcq", "yesno", "scenario") and (not space or gold not in space):
             return None
         if fmt == "closed":
             cands = shuffled_candidates(space, f"{sample.id}:{rng.random()}", self.seed)
@@ -169,6 +178,24 @@ class MixtureBuilder:
             missing = self._missing(used)
             tail = f"no {_join(missing, 'or')} was provided." if missing else "nothing is missing."
             target = f"I was given the {_join(used, 'and')}; {tail}"
+        elif fmt == "scenario":
+            if used != ["text"] or not sample.text:
+                return None
+            subject, scene = self._scene(sample)
+            golds = closed_answer(sample, space, gold)[:2]
+            others = [c for c in space if c not in set(sample.labels) | {gold}]
+            n_options = min(rng.randint(4, MCQ_MAX_OPTIONS), 1 + len(others) // len(golds))
+            options, seen = [" & ".join(g.capitalize() for g in golds)], set()
+            while len(options) < n_options:
+                option = " & ".join(sorted((c.capitalize() for c in rng.sample(others, len(golds))), key=str.lower))
+                if option not in seen:
+                    seen.add(option)
+                    options.append(option)
+            gold_option = options[0]
+            rng.shuffle(options)
+            messages, pid = self.pipe.build_messages(text=scene, prompt=prompt, variables={
+                "question": rng.choice(SCENARIO_QUESTIONS).format(subject=subject), "choices": options})
+            target = LETTERS[options.index(gold_option)]
         else:  # va
             if sample.valence is None or sample.arousal is None:
                 return None
@@ -180,6 +207,26 @@ class MixtureBuilder:
                    "multi_labels": list(sample.multi_labels), "corpus": sample.corpus, "modalities": used,
                    "speaker": sample.person, "gender": sample.gender, "language": sample.language, "format": fmt}
         return Example(f"{sample.id}#{fmt}", messages, target, pid, columns)
+
+    def _scene(self, sample: Sample) -> tuple[str, str]:
+        """(who the question is about, the scenario text): a MELD line with the lines before it, else a post."""
+        dialogue = self.dialogues.get((sample.corpus, sample.meta.get("dialogue_id")))
+        if sample.speaker and dialogue:
+            here = sample.meta.get("utterance_id")
+            before = [f"{who}: {said}" for u, who, said in dialogue if u < here][-SCENARIO_CONTEXT_LINES:]
+            return sample.speaker, "\n".join(before + [f"{sample.speaker}: {sample.text}"])
+        if sample.speaker:
+            return sample.speaker, f'{sample.speaker} says: "{sample.text}"'
+        return "the writer", f'Someone wrote this online: "{sample.text}"'
+
+    def index_dialogues(self, samples: list[Sample]) -> None:
+        """Remember each dialogue's lines (MELD meta: dialogue_id, utterance_id) for scenario context."""
+        for s in samples:
+            if s.speaker and s.text and "dialogue_id" in s.meta and "utterance_id" in s.meta:
+                self.dialogues.setdefault((s.corpus, s.meta["dialogue_id"]), []).append(
+                    (s.meta["utterance_id"], s.speaker, s.text))
+        for lines in self.dialogues.values():
+            lines.sort()
 
     @staticmethod
     def _missing(used: list[str]) -> list[str]:
@@ -212,6 +259,8 @@ def build_mixture(pipe, mixture: list[dict], default_split: str, default_modalit
     for i, entry in enumerate(mixture):
         split = str(entry.get("split", default_split))
         samples = load_split(str(entry["corpus"]), split, data_root, on_missing)
+        if "scenario" in entry.get("formats", {}):
+            builder.index_dialogues(samples)  # the whole split, before `limit`: context lines need their dialogue
         limit = entry.get("limit")
         if limit is not None and limit < len(samples):
             samples = random.Random(seed).sample(samples, int(limit))

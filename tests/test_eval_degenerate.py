@@ -126,7 +126,11 @@ def test_a_split_smaller_than_asked_says_so_and_reports_carry_n(tmp_path):
     t = s["tasks"]["hall_pairs_ckplus"]
     assert t["data"]["short_of_limit"] and any("fewer than the 100000 asked for" in n for n in t["notes"])
     report = (tmp_path / "report.md").read_text()
-    assert f"| {t['data']['n_samples']} / {t['n_records']} |" in report and "(no CI)" in report
+    assert f"| {t['data']['n_samples']} / {t['n_records']} |" in report
+    assert "(no CI)" not in report  # every headline rate of the paired probes carries its bootstrap CI
+    m = t["metrics"]
+    for key in ("pair_accuracy", "question_accuracy", "yes_rate"):
+        assert m[f"{key}_ci_low"] <= m[key] <= m[f"{key}_ci_high"], key
 
 
 def test_reports_never_show_absolute_machine_paths(tmp_path):
@@ -147,3 +151,36 @@ def test_the_model_line_of_a_report_is_not_an_absolute_path(tmp_path):
     artifact = make_lora_artifact(tmp_path / "runs" / "mine")
     info = HFBackend(str(artifact)).info()
     assert str(tmp_path) not in info["model_id"] and info["model_id"].endswith("runs/mine")
+
+
+@needs_data
+def test_spread_agreement_and_calibration_numbers_carry_cis(degenerate_runs):
+    """The secondary numbers a reader compares (accuracy spread over prompts, kappa, majority share, ECE/NLL and
+    their difference to the label prior) each come with a bootstrap interval that holds the point estimate."""
+    from affectllm.evaluation.report import needs_ci
+
+    for mode, run in degenerate_runs.items():
+        for name in ("ps_meld", "calib_meld"):
+            t = run["tasks"][name]
+            m = t["metrics"]
+            missing = [k for k in t["headline"] if k in m and needs_ci(k, m)]
+            assert not missing, (mode, name, missing)
+    m = degenerate_runs["random"]["tasks"]["ps_meld"]["metrics"]
+    for key in ("accuracy_mean", "accuracy_min", "accuracy_max", "fleiss_kappa", "majority_share"):
+        assert m[f"{key}_ci_low"] <= m[key] + 1e-9 and m[key] - 1e-9 <= m[f"{key}_ci_high"], key
+    assert m["accuracy_range_ci_high"] > 0  # twelve prompts answered at random do not agree by chance
+    cal = degenerate_runs["random"]["tasks"]["calib_meld"]["metrics"]
+    assert cal["ece_minus_prior_ci_low"] <= cal["ece_minus_prior"] <= cal["ece_minus_prior_ci_high"]
+
+
+@needs_data
+def test_the_default_suite_reports_no_number_without_a_ci(tmp_path):
+    """Every headline number of every task in the default group has its interval (what the report calls "(no CI)"
+    is a failure here); n/a values, counts, flags and fitted parameters are not estimates and are exempt."""
+    from affectllm.evaluation.report import needs_ci
+
+    s = run_eval("dummy", "default", tmp_path, backend=DummyBackend(mode="random"), bootstrap=50, progress=False)
+    missing = {name: [k for k in t.get("headline", []) if k in t["metrics"] and needs_ci(k, t["metrics"])]
+               for name, t in s["tasks"].items() if t.get("status") == "ok"}
+    assert not {k: v for k, v in missing.items() if v}
+    assert "(no CI)" not in (tmp_path / "report.md").read_text()

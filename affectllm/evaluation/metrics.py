@@ -249,3 +249,55 @@ def bootstrap_mean(n_boot: int, values: Sequence[float], key: str, seed: int = 0
     means = v[rng.integers(0, len(v), (n_boot, len(v)))].mean(1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return {f"{key}_ci_low": float(lo), f"{key}_ci_high": float(hi)}
+
+
+def mean_with_ci(n_boot: int, values: Sequence[float], key: str, seed: int = 0) -> dict[str, float]:
+    """{key: mean of the finite values, key_ci_low, key_ci_high}: a rate and its bootstrap CI in one call, so no
+    reported rate goes out without its interval (NaN and no CI when nothing is finite)."""
+    v = np.asarray(values, float)
+    finite = v[np.isfinite(v)]
+    return {key: float(finite.mean()) if len(finite) else float("nan"), **bootstrap_mean(n_boot, v, key, seed)}
+
+
+def bootstrap_stat(n_boot: int, n: int, stat, key: str, seed: int = 0) -> dict[str, float]:
+    """Percentile CI of any statistic of n units: stat(indices) is recomputed on n_boot resamples of range(n)
+    (for spreads over variants, agreement, answer shares: statistics that are not a mean of one column)."""
+    return bootstrap_stats(n_boot, n, lambda idx: {key: stat(idx)}, seed)
+
+
+def bootstrap_stats(n_boot: int, n: int, stats, seed: int = 0) -> dict[str, float]:
+    """The same for several statistics computed together: stats(indices) -> {key: value}; gives key_ci_low/high
+    for every key with finite resampled values."""
+    if n == 0 or not n_boot:
+        return {}
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        for key, value in stats(rng.integers(0, n, n)).items():
+            draws.setdefault(key, []).append(value)
+    out: dict[str, float] = {}
+    for key, values in draws.items():
+        v = np.asarray(values, float)
+        v = v[np.isfinite(v)]
+        if len(v):
+            lo, hi = np.percentile(v, [2.5, 97.5])
+            out.update({f"{key}_ci_low": float(lo), f"{key}_ci_high": float(hi)})
+    return out
+
+
+def bootstrap_ratio(n_boot: int, numerators: Sequence[float], denominators: Sequence[float], key: str,
+                    seed: int = 0) -> dict[str, float]:
+    """sum(num) / sum(den) with a CI from resampling the units (e.g. explanations, each with its own count of
+    claims): the interval of the pooled ratio itself, not of a mean of per-unit ratios."""
+    num, den = np.asarray(numerators, float), np.asarray(denominators, float)
+    if len(num) == 0 or den.sum() <= 0:
+        return {key: float("nan")}
+    out = {key: float(num.sum() / den.sum())}
+    if n_boot:
+        idx = np.random.default_rng(seed).integers(0, len(num), (n_boot, len(num)))
+        d = den[idx].sum(1)
+        ratios = num[idx].sum(1)[d > 0] / d[d > 0]
+        if len(ratios):
+            lo, hi = np.percentile(ratios, [2.5, 97.5])
+            out.update({f"{key}_ci_low": float(lo), f"{key}_ci_high": float(hi)})
+    return out

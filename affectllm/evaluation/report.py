@@ -25,6 +25,18 @@ def _finite(x: Any) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
 
 
+# Values that are not estimates of a score: fitted parameters, flags and counts (no interval to give).
+NOT_ESTIMATES = {"temperature", "kappa_flagged", "better_than_prior", "n", "n_samples", "n_variants", "n_fit",
+                 "n_fit_with_probs", "value_claims", "value_claims_verifiable"}
+
+
+def needs_ci(key: str, metrics: dict) -> bool:
+    """A finite float estimate reported without its interval (what the report marks "(no CI)")."""
+    v = metrics.get(key)
+    return (isinstance(v, float) and math.isfinite(v) and key.rsplit(".", 1)[-1] not in NOT_ESTIMATES
+            and not _finite(metrics.get(key + "_ci_low")))
+
+
 def _save(fig, path: Path) -> Path:
     """Fixed margins set by each plot (tight_layout costs more than the drawing on a busy 2-core machine)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +211,7 @@ def write_report(outdir: Path, summary: dict) -> Path:
         m = t["metrics"]
         heads = [k for k in t.get("headline", []) if k in m][:4]
         cells = "<br>".join(f"{k}: {fmt(m[k], m.get(k + '_ci_low'), m.get(k + '_ci_high'))}"
-                            + ("" if _finite(m.get(k + "_ci_low")) or not isinstance(m[k], float) else " (no CI)")
+                            + (" (no CI)" if needs_ci(k, m) else "")
                             for k in heads)
         shown = name + (" (unseen corpus)" if t.get("data", {}).get("seen_in_training") is False else "")
         n = t.get("data", {}).get("n_samples")

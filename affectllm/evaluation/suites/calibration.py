@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError
-from ..calib import MIN_FIT_N, calibration_report, prior_probs
+from ..calib import MIN_FIT_N, calibration_report, prior_probs, report_cis
 from ..degenerate import chance_check
-from ..metrics import apply_temperature, bootstrap_mean, confidence_metrics, reliability
+from ..metrics import (apply_temperature, bootstrap_mean, bootstrap_stats, confidence_metrics, mean_with_ci,
+                       reliability)
 from ..scored import candidate_probs
 from .base import Suite, filter_samples, load_dataset, take_subset
 
@@ -118,7 +119,7 @@ class CalibrationSuite(Suite):
 
         _, pf, yf = probs_of(fit)
         keep, pt, yt = probs_of(test)
-        m["logprob_coverage"] = len(keep) / len(test) if test else float("nan")
+        m.update(mean_with_ci(ctx.bootstrap, [r in keep for r in test], "logprob_coverage"))
         m["n_fit"], m["n_fit_with_probs"] = float(len(fit)), float(len(yf))
         if len(keep):
             k = pt.shape[1]
@@ -129,6 +130,7 @@ class CalibrationSuite(Suite):
                 ctx.note(task, f"temperature {status}")
             tables["temperature_status"] = status
             m.update(rep)
+            m.update(report_cis(pf if len(yf) else np.zeros((0, k)), yf, pt, yt, k, rep, ctx.bootstrap))
             right = (pt.argmax(1) == yt).astype(float)
             m["scored.accuracy"] = float(right.mean())
             m.update(bootstrap_mean(ctx.bootstrap, right, "scored.accuracy"))
@@ -139,11 +141,15 @@ class CalibrationSuite(Suite):
             for name, probs in readings.items():
                 tables[name] = _bins(reliability(probs.max(1), (probs.argmax(1) == yt).astype(float), bins))
         conf_rows = [r for r in test if r["parsed"].get("confidence") is not None]
-        m["verbal_coverage"] = len(conf_rows) / len(test) if test else float("nan")
+        m.update(mean_with_ci(ctx.bootstrap, [r["parsed"].get("confidence") is not None for r in test],
+                              "verbal_coverage"))
         if conf_rows:
             conf = np.array([r["parsed"]["confidence"] for r in conf_rows], float)
             right = np.array([r["scores"].get(f"{spec.prefix}.correct", 0.0) for r in conf_rows], float)
             m.update({f"verbal.{k}": v for k, v in confidence_metrics(conf, right, bins).items()})
+            m.update(bootstrap_stats(ctx.bootstrap, len(conf), lambda idx: {
+                f"verbal.{a}": v for a, v in confidence_metrics(conf[idx], right[idx], bins).items()
+                if a in ("ece", "brier", "nll")}))
             tables["verbal"] = _bins(reliability(conf, right, bins))
         return base
 

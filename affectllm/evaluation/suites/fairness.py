@@ -101,6 +101,11 @@ class FairnessSuite(Suite):
                 if ok.any():
                     gaps = stack[:, ok].max(0) - stack[:, ok].min(0)
                     m["gap_ci_low"], m["gap_ci_high"] = (float(x) for x in np.percentile(gaps, [2.5, 97.5]))
+                    top = stack[:, ok].max(0)
+                    ratios = stack[:, ok].min(0)[top > 0] / top[top > 0]
+                    if len(ratios):
+                        m["ratio_min_max_ci_low"], m["ratio_min_max_ci_high"] = (
+                            float(x) for x in np.percentile(ratios, [2.5, 97.5]))
         else:
             ctx.note(task, f"fewer than two groups with >= {min_n} samples: no gap reported")
         out["tables"]["groups"] = {"field": field, "metric": key, "per_group": per, "min_group_size": min_n,

@@ -32,9 +32,8 @@ import numpy as np
 from ...data import LABEL_SETS
 from ...errors import ConfigError
 from ..inputs import stable_seed
-from ..metrics import bootstrap_mean, pair_scores
 from ..grounding import classify_absent, extract_claims, grounding_scores, is_refusal
-from ..metrics import bootstrap_mean as _boot
+from ..metrics import bootstrap_ratio, mean_with_ci, pair_scores
 from ..parsers import cited_modalities, ungrounded_modalities
 from .base import Suite, filter_samples, load_dataset
 
@@ -175,14 +174,14 @@ class HallucinationSuite(Suite):
         m, tables = base["metrics"], base["tables"]
         probe = task.options["probe"]
         col = lambda key, rows=records: np.array([r["scores"].get(key, np.nan) for r in rows], float)  # noqa: E731
+        rate = lambda key, values: m.update(mean_with_ci(ctx.bootstrap, values, key))  # noqa: E731
         if probe == "absent" and records:
-            m["absent_ack_rate"] = float(np.nanmean(col("acknowledges_missing")))
-            m["describes_absent_rate"] = float(np.nanmean(col("describes_absent")))
+            rate("absent_ack_rate", col("acknowledges_missing"))
+            rate("describes_absent_rate", col("describes_absent"))
             for asked in sorted({r["meta"]["asked"] for r in records}):
                 rows = [r for r in records if r["meta"]["asked"] == asked]
-                m[f"ask:{asked}.absent_ack_rate"] = float(np.nanmean(col("acknowledges_missing", rows)))
-            m.update(bootstrap_mean(ctx.bootstrap, col("acknowledges_missing"), "absent_ack_rate"))
-            m["dont_know_rate"] = float(np.nanmean(col("dont_know")))
+                rate(f"ask:{asked}.absent_ack_rate", col("acknowledges_missing", rows))
+            rate("dont_know_rate", col("dont_know"))
         elif probe == "pairs":
             all_yes, all_no = [], []
             for kind in sorted({r["meta"]["question_kind"] for r in records}):
@@ -194,30 +193,34 @@ class HallucinationSuite(Suite):
                 all_no += no
                 tables[kind] = pair_scores(yes, no)
                 m[f"{kind}.pair_accuracy"] = tables[kind].get("pair_accuracy", float("nan"))
+                rate(f"{kind}.pair_accuracy", [a == "yes" and b == "no" for a, b in zip(yes, no)])
             m.update(pair_scores(all_yes, all_no))
-            both = np.array([a == "yes" and b == "no" for a, b in zip(all_yes, all_no)], float)
-            m.update(bootstrap_mean(ctx.bootstrap, both, "pair_accuracy"))
+            ys = np.array([a == "yes" for a in all_yes], float)
+            ns = np.array([a == "no" for a in all_no], float)
+            rate("pair_accuracy", ys * ns)
+            rate("question_accuracy", (ys + ns) / 2)  # per pair: the share of its two questions answered right
+            rate("yes_rate", (np.array([a == "yes" for a in all_yes], float)
+                              + np.array([a == "yes" for a in all_no], float)) / 2)
+            rate("unparsed_rate", (np.array([a is None for a in all_yes], float)
+                                   + np.array([a is None for a in all_no], float)) / 2)
         elif probe == "conflict" and records:
             for k in ("text_only", "other_only", "both", "neither"):
-                m[f"{k}_rate"] = float(np.nanmean(col(k)))
-            m["single_modality_rate"] = m["text_only_rate"] + m["other_only_rate"]
-            decided = m["single_modality_rate"]
-            m["text_dominance"] = m["text_only_rate"] / decided if decided > 0 else float("nan")
-            m.update(bootstrap_mean(ctx.bootstrap, col("text_only") + col("other_only"), "single_modality_rate"))
+                rate(f"{k}_rate", col(k))
+            rate("single_modality_rate", col("text_only") + col("other_only"))
+            # text_dominance: text_only / (text_only + other_only), pooled over the decided answers
+            m.update(bootstrap_ratio(ctx.bootstrap, col("text_only"), col("text_only") + col("other_only"),
+                                     "text_dominance"))
             tables["other_modality"] = records[0]["meta"].get("other_modality")
         elif probe == "grounding" and records:
             has = col("has_explanation") > 0
-            m["explanation_rate"] = float(has.mean())
+            rate("explanation_rate", has)
             rows = [r for r, h in zip(records, has) if h]
             if rows:
-                m["ungrounded_rate"] = float(np.nanmean(col("ungrounded", rows)))
-                m["ungrounded_audio_rate"] = float(np.nanmean(col("ungrounded_audio", rows)))
-                m["ungrounded_visual_rate"] = float(np.nanmean(col("ungrounded_visual", rows)))
-                m["ungrounded_text_rate"] = float(np.nanmean(col("ungrounded_text", rows)))
-                m.update(bootstrap_mean(ctx.bootstrap, col("ungrounded", rows), "ungrounded_rate"))
+                for k in ("ungrounded", "ungrounded_audio", "ungrounded_visual", "ungrounded_text"):
+                    rate(f"{k}_rate", col(k, rows))
                 m.update(_value_grounding(rows, ctx))
         if records:
-            m["refusal_rate"] = float(np.nanmean(col("refusal")))
+            rate("refusal_rate", col("refusal"))
             m["n"] = float(len(records))
         return base
 
@@ -268,12 +271,10 @@ def _value_grounding(rows: list[dict], ctx) -> dict[str, float]:
                  for k in ("pitch_mean_hz", "energy_db_mean", "speaking_rate_hz")
                  if len([c for c in measured if c.get(k) is not None]) >= 3}
     per = [grounding_scores((r["parsed"].get("explanation") or ""), r.get("cues"), reference) for r in rows]
-    n_claims = sum(p["n_claims"] for p in per)
-    n_ver = sum(p["n_verifiable"] for p in per)
-    n_wrong = sum(p["n_wrong"] for p in per)
-    out = {"value_claims": n_claims, "value_claims_per_explanation": n_claims / len(rows),
-           "value_claims_verifiable_rate": n_ver / n_claims if n_claims else float("nan"),
-           "value_claims_wrong_rate": n_wrong / n_ver if n_ver else float("nan"), "value_claims_verifiable": n_ver}
-    wrong = [p["n_wrong"] / p["n_verifiable"] for p in per if p["n_verifiable"]]
-    out.update(_boot(ctx.bootstrap, wrong, "value_claims_wrong_rate"))
+    claims, verifiable = [p["n_claims"] for p in per], [p["n_verifiable"] for p in per]
+    out = {"value_claims": sum(claims), "value_claims_verifiable": sum(verifiable)}
+    out.update(mean_with_ci(ctx.bootstrap, claims, "value_claims_per_explanation"))
+    # pooled over explanations (each with its own number of claims), CIs from resampling explanations
+    out.update(bootstrap_ratio(ctx.bootstrap, verifiable, claims, "value_claims_verifiable_rate"))
+    out.update(bootstrap_ratio(ctx.bootstrap, [p["n_wrong"] for p in per], verifiable, "value_claims_wrong_rate"))
     return out

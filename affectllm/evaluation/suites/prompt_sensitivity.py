@@ -27,7 +27,8 @@ from ...errors import ConfigError
 from ...scoring import score
 from ..inputs import stable_seed
 from ..degenerate import answer_stats, instance_sensitivity, kappa_flag
-from ..metrics import agreement_matrix, bootstrap_mean, fleiss_kappa, flip_rate, ratings_table
+from ..metrics import (agreement_matrix, bootstrap_mean, bootstrap_stat, fleiss_kappa, flip_rate, mean_with_ci,
+                       ratings_table)
 from .base import Suite
 
 ORDERS = ("reversed", "rotated", "shuffled")
@@ -139,8 +140,14 @@ class PromptSensitivitySuite(Suite):
                     m.update(bootstrap_mean(ctx.bootstrap, per_sample, "order_flip_rate"))
                 right = np.array([[by_variant[v][sid]["scores"].get(f"{spec.prefix}.correct", 0.0) for sid in common]
                                   for v in names], float)
-                m["instance_sensitivity"] = float(instance_sensitivity(right).mean())
-            stats = answer_stats([p for row in preds for p in row], len(getattr(mapper, "targets", []) or []) or None)
+                m.update(mean_with_ci(ctx.bootstrap, instance_sensitivity(right), "instance_sensitivity"))
+                m.update(self._sample_cis(right, preds, ctx.bootstrap))
+            n_cands = len(getattr(mapper, "targets", []) or []) or None
+            stats = answer_stats([p for row in preds for p in row], n_cands)
+            if stats and common:
+                for key in ("majority_share", "answer_entropy_norm"):
+                    m.update(bootstrap_stat(ctx.bootstrap, len(common), lambda idx, key=key: answer_stats(
+                        [row[i] for row in preds for i in idx], n_cands).get(key, np.nan), key))
             majority = stats.pop("majority_answer", None)
             m.update(stats)
             flag = kappa_flag(m["majority_share"]) if stats else None
@@ -150,6 +157,25 @@ class PromptSensitivitySuite(Suite):
         for v, p in per_variant.items():
             m[f"{v}.accuracy"] = p["accuracy"]
         return {"metrics": m, "tables": {"per_variant": per_variant, "agreement": agreement}}
+
+    @staticmethod
+    def _sample_cis(right: np.ndarray, preds: list[list], n_boot: int) -> dict[str, float]:
+        """CIs of the spread over variants and of the agreement statistics, from resampling the samples (every
+        variant answered the same samples, so one resample moves all variants together)."""
+        out: dict[str, float] = {}
+        n = right.shape[1]
+        spread = {"accuracy_mean": np.mean, "accuracy_min": np.min, "accuracy_max": np.max,
+                  "accuracy_range": lambda a: np.max(a) - np.min(a)}
+        for key, fn in spread.items():
+            out.update(bootstrap_stat(n_boot, n, lambda idx, fn=fn: fn(right[:, idx].mean(1)), key))
+        base = np.array(preds[0], object)
+        flips = np.mean([[a != b for a, b in zip(base, row)] for row in preds[1:]], 0)  # per sample, vs base
+        out.update(bootstrap_mean(n_boot, flips, "flip_rate_vs_base"))
+        out.update(bootstrap_mean(n_boot, [len({row[i] for row in preds}) == 1 for i in range(n)], "unanimous_rate"))
+        out.update(bootstrap_stat(n_boot, n, lambda idx: fleiss_kappa(ratings_table([[row[i] for i in idx]
+                                                                                    for row in preds])),
+                                  "fleiss_kappa"))
+        return out
 
     def headline(self, task):
         return task.headline or ["accuracy_mean", "accuracy_min", "accuracy_max", "accuracy_range",

@@ -18,6 +18,7 @@ from ...errors import ConfigError
 from .base import Suite
 
 NOISE = {"snr_db": "audio", "blur": "image", "occlusion": "image", "word_dropout": "text"}
+DELTA_BOOT = 200  # paired resamples for a delta's CI (each recomputes the corpus metric twice, e.g. the wheel F)
 
 
 def difficulty(kind: str, level: float) -> float:
@@ -91,12 +92,17 @@ class RobustnessSuite(Suite):
             per[v] = {"value": res[key], "ci_low": res.get(f"{key}_ci_low"), "ci_high": res.get(f"{key}_ci_high"),
                       "n": len(rows)}
             m[f"{v}.{key}"] = res[key]
+            m[f"{v}.{key}_ci_low"], m[f"{v}.{key}_ci_high"] = per[v]["ci_low"], per[v]["ci_high"]
             if v == "clean":
                 m.update({k: val for k, val in res.items()})
         clean = per.get("clean", {}).get("value")
+        by_id = {}
+        for r in records:
+            by_id.setdefault(r["variant"], {})[r["sample_id"]] = r
         for v, p in per.items():
             if v != "clean" and clean is not None:
                 m[f"{v}.delta"] = clean - p["value"]
+                m.update(self._delta_ci(task, key, by_id["clean"], by_id[v], ctx, f"{v}.delta"))
         curves = {}
         for kind in NOISE:
             pts = sorted((float(v.split(":", 1)[1]), p) for v, p in per.items() if v.startswith(kind + ":"))
@@ -105,6 +111,22 @@ class RobustnessSuite(Suite):
         drops = {v: p for v, p in per.items() if v.startswith("drop:")}
         return {"metrics": m, "tables": {"metric": key, "per_variant": per, "curves": curves, "drops": drops,
                                          "clean": per.get("clean")}}
+
+    def _delta_ci(self, task, key: str, clean: dict, variant: dict, ctx, name: str) -> dict[str, float]:
+        """Paired bootstrap CI of clean - variant: one resample of the samples scores both answers of each."""
+        from ..metrics import bootstrap_stats
+
+        pairs = [(clean[i], variant[i]) for i in sorted(set(clean) & set(variant))]
+        saved, ctx.bootstrap = ctx.bootstrap, 0  # the corpus metric alone inside each resample
+        try:
+            def stat(idx):
+                a = self.corpus_metrics(task, [pairs[i][0] for i in idx], ctx).get(key, float("nan"))
+                b = self.corpus_metrics(task, [pairs[i][1] for i in idx], ctx).get(key, float("nan"))
+                return {name: a - b}
+
+            return bootstrap_stats(min(saved, DELTA_BOOT), len(pairs), stat)
+        finally:
+            ctx.bootstrap = saved
 
     def headline(self, task):
         if task.headline:

@@ -194,8 +194,53 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def _mixture_table(recipe: dict) -> list[str]:
+    data = recipe.get("data") or {}
+    out = ["| corpus | modalities | drawn | formats (weights) | licence |", "|---|---|---|---|---|"]
+    entries = data.get("mixture") or [{"corpus": c, "modalities": data.get("modalities"), "limit": data.get("limit"),
+                                       "formats": {f"prompt {data.get('prompt')}": 1}} for c in data.get("corpora", [])]
+    for entry in entries:
+        corpus = entry.get("corpus")
+        what, lic = CORPORA.get(corpus, (corpus, "see ../shared/data/README.md"))
+        drawn = f"{entry['limit']} examples" if entry.get("limit") else "all of train"
+        if entry.get("balance"):
+            drawn += f", class-balanced {entry['balance']}"
+        if entry.get("weight"):
+            drawn += f", weight {entry['weight']}"
+        formats = ", ".join(f"{k} {v}" for k, v in (entry.get("formats") or {}).items())
+        out.append(f"| {what} | {', '.join(entry.get('modalities') or [])} | {drawn} | {formats} | {lic} |")
+    return out
+
+
+def _stage_lines(label: str, text: str, recipe: dict, shipped_as: str | None, fact: dict) -> list[str]:
+    """One stage's recipe file and hash, schedule, and (when measured) its step time, wall time and machine."""
+    optim = recipe.get("optim") or {}
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16] if text else "n/a"
+    where = f"`affectllm/shipped/{shipped_as}/recipe.yaml`" if shipped_as else "in `stages/` of the shipped folder"
+    lines = [f"- {label}recipe: `recipes/{recipe.get('name')}.yaml` (as run: {where}, sha256 {digest}), "
+             f"stage `{recipe.get('stage')}` from `{(recipe.get('model') or {}).get('base')}`",
+             f"- {label}steps: {optim.get('max_steps')} x batch {optim.get('batch_size')} (first "
+             f"{optim.get('align_steps', 0)} projector-only), lr {optim.get('lr')}, projector lr "
+             f"{optim.get('projector_lr')}, dtype {(recipe.get('model') or {}).get('dtype')}, seed {optim.get('seed')}"]
+    train = fact.get("train") or {}
+    if train:
+        lines.append(f"- {label}training: {train['steps']} steps in {train['train_s'] / 3600:.2f} h of step time "
+                     f"(dev evaluations excluded), loss {train['loss_first_last'][0]:.2f} -> "
+                     f"{train['loss_first_last'][1]:.2f}")
+        if optim.get("max_steps") and train["steps"] < optim["max_steps"]:
+            lines.append(f"- **stopped at step {train['steps']} of {optim['max_steps']}** (the session's time ran "
+                         "out; the learning rate had not decayed to zero). The run is resumable: the same command "
+                         "continues it, and `best` is re-chosen on dev as it goes")
+    if fact.get("wall_s"):
+        lines.append(f"- {label}wall time including dev evaluations: {fact['wall_s'] / 3600:.2f} h")
+    if fact.get("machine"):
+        lines.append(f"- {label}machine: {fact['machine']}, no GPU")
+    return lines
+
+
 def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselines: dict, eval_dir: Path,
-           train: dict, machine: str, wall_s: float | None = None) -> str:
+           facts: list[dict]) -> str:
+    """`facts`: per training stage (earliest first), {"train": _train_facts(log), "wall_s", "machine"}."""
     manifest = json.loads((folder / "MANIFEST.json").read_text())
     recipe_text = (folder / "recipe.yaml").read_text() if (folder / "recipe.yaml").is_file() else ""
     recipe = yaml.safe_load(recipe_text) if recipe_text else {}
@@ -203,8 +248,11 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
     base = manifest.get("base")
     size = sum(f["bytes"] for f in manifest["files"].values())
     rows = result_rows(summary, untuned, baselines, eval_dir)
+    chain = [yaml.safe_load(p.read_text()).get("name") for p in sorted(folder.glob("stages/*.yaml"))]
+    chain.append(recipe.get("name"))
     lines = [f"# Model card: `{name}`", "",
-             f"The trained default of affectllm: `{base}` fine-tuned by the recipe `{recipe.get('name')}` "
+             f"The trained default of affectllm: `{base}` fine-tuned by the recipe"
+             f"{'s' if len(chain) > 1 else ''} " + " then ".join(f"`{c}`" for c in chain) + " "
              f"(LoRA on the LLM + audio/vision projectors). It ships inside the package ({size / 1e6:.1f} MB: "
              "LoRA, projectors with the towers' normalisation statistics, recipe); every file's sha256 is checked "
              "at load (`affectllm/shipped/" + name + "/MANIFEST.json`).", "",
@@ -215,41 +263,24 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
     parts = COMPONENTS.get(str(base), [("base", f"the preset `{base}` (affectllm/presets/{base}.json)", "see the preset")])
     lines += [f"| {p} | {w} | {lic} |" for p, w, lic in parts]
     lora = recipe.get("lora") or {}
+    stages = [(p.read_text(), yaml.safe_load(p.read_text()) or {}) for p in sorted(folder.glob("stages/*.yaml"))]
+    stages.append((recipe_text, recipe))
     lines += ["", f"LoRA r={lora.get('r')}, alpha={lora.get('alpha')} on the LLM only; the towers stay frozen.",
               "", "## Training data", "",
-              "Train splits only (speaker-/subject-disjoint for RAVDESS and CK+); nothing from dev or test.", "",
-              "| corpus | modalities | drawn | formats (weights) | licence |", "|---|---|---|---|---|"]
-    for entry in (recipe.get("data") or {}).get("mixture") or []:
-        corpus = entry.get("corpus")
-        what, lic = CORPORA.get(corpus, (corpus, "see ../shared/data/README.md"))
-        drawn = f"{entry['limit']} examples" if entry.get("limit") else "all of train"
-        if entry.get("balance"):
-            drawn += f", class-balanced {entry['balance']}"
-        if entry.get("weight"):
-            drawn += f", weight {entry['weight']}"
-        formats = ", ".join(f"{k} {v}" for k, v in (entry.get("formats") or {}).items())
-        lines.append(f"| {what} | {', '.join(entry.get('modalities') or [])} | {drawn} | {formats} | {lic} |")
-    optim = recipe.get("optim") or {}
-    digest = hashlib.sha256(recipe_text.encode()).hexdigest()[:16] if recipe_text else "n/a"
-    lines += ["", "## Recipe and command", "",
-              f"- recipe: `recipes/{recipe.get('name')}.yaml` (as run: `affectllm/shipped/{name}/recipe.yaml`, "
-              f"sha256 {digest})",
-              f"- command: `affectllm train recipes/{recipe.get('name')}.yaml` then "
-              f"`python -m affectllm.shipped runs/{recipe.get('name')}/best --name {name}`",
-              f"- steps: {optim.get('max_steps')} x batch {optim.get('batch_size')} (first {optim.get('align_steps', 0)} "
-              f"projector-only), lr {optim.get('lr')}, projector lr {optim.get('projector_lr')}, dtype "
-              f"{(recipe.get('model') or {}).get('dtype')}, seed {optim.get('seed')}"]
-    if train:
-        lines.append(f"- training: {train['steps']} steps in {train['train_s'] / 3600:.2f} h of step time "
-                     f"(dev evaluations excluded), loss {train['loss_first_last'][0]:.2f} -> "
-                     f"{train['loss_first_last'][1]:.2f}")
-        if optim.get("max_steps") and train["steps"] < optim["max_steps"]:
-            lines.append(f"- **stopped at step {train['steps']} of {optim['max_steps']}** (the session's time ran "
-                         "out; the learning rate had not decayed to zero). The run is resumable: the same command "
-                         "continues it, and `best` is re-chosen on dev as it goes")
-    if wall_s:
-        lines.append(f"- wall time including dev evaluations: {wall_s / 3600:.2f} h")
-    lines.append(f"- machine: {machine}, no GPU")
+              "Train splits only (speaker-/subject-disjoint for RAVDESS and CK+); nothing from dev or test."]
+    for k, (_, rec) in enumerate(stages, 1):
+        if len(stages) > 1:
+            lines += ["", f"### Stage {k}: `{rec.get('name')}`" + (" (continues stage {})".format(k - 1) if k > 1
+                                                                     else "")]
+        lines += [""] + _mixture_table(rec)
+    lines += ["", "## Recipe and command", ""]
+    names = [rec.get("name") for _, rec in stages]
+    lines.append("- command: " + " then ".join(f"`affectllm train recipes/{n}.yaml`" for n in names)
+                 + f", then `python -m affectllm.shipped runs/{names[-1]}/best --name {name}`")
+    for k, (text, rec) in enumerate(stages, 1):
+        fact = facts[k - 1] if k - 1 < len(facts) else {}
+        label = f"stage {k} " if len(stages) > 1 else ""
+        lines += _stage_lines(label, text, rec, name if k == len(stages) else None, fact)
     if selection:
         parts = ", ".join(f"{t['task']} {t['metric'].split('.')[-1]} {t['value']:.3f}" for t in selection.get("tasks", [])
                           if t.get("value") is not None)
@@ -356,9 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--untuned", nargs="*", help="the same group run against the untuned base (optional; several "
                     "folders when tasks were run separately)")
     ap.add_argument("--baselines", default=str(REPO / "docs" / "results" / "baselines.json"))
-    ap.add_argument("--train-log", help="the run's metrics.jsonl (steps, step time, loss)")
-    ap.add_argument("--wall-s", type=float, help="wall time of the training run, dev evaluations included")
-    ap.add_argument("--machine", default=None, help="where it was trained (default: this CPU, 2 cores)")
+    ap.add_argument("--train-log", nargs="*", default=[], help="each stage's metrics.jsonl (steps, step time, "
+                    "loss), earliest stage first; '-' where a stage's log is not at hand")
+    ap.add_argument("--wall-s", nargs="*", default=[], help="each stage's wall time in seconds, dev evaluations "
+                    "included ('-' where unknown)")
+    ap.add_argument("--machine", nargs="*", default=[], help="where each stage was trained (default for the "
+                    "last stage: this CPU, 2 cores)")
     ap.add_argument("--out", default=str(REPO / "MODEL_CARD.md"))
     args = ap.parse_args(argv)
     folder = shipped_path(args.name)
@@ -367,9 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
     import os
 
-    machine = args.machine or f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores"
-    text = render(args.name, folder, summary, untuned, baselines, Path(args.eval), _train_facts(args.train_log),
-                  machine, args.wall_s)
+    n_stages = 1 + len(list(folder.glob("stages/*.yaml")))
+    pad = lambda values: list(values)[:n_stages] + ["-"] * (n_stages - len(values))  # noqa: E731
+    machines = pad(args.machine)
+    if machines[-1] == "-":
+        machines[-1] = f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores"
+    facts = [{"train": _train_facts(None if log == "-" else log), "wall_s": None if wall == "-" else float(wall),
+              "machine": None if machine == "-" else machine}
+             for log, wall, machine in zip(pad(args.train_log), pad(args.wall_s), machines)]
+    text = render(args.name, folder, summary, untuned, baselines, Path(args.eval), facts)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
     return 0

@@ -13,6 +13,8 @@ differ from its base.
       MANIFEST.json            {"name", "base", "files": {path: {"sha256", "bytes"}}, "source": {...}}
       config.json  projectors.safetensors  adapter/adapter_config.json  adapter/adapter_model.safetensors
       affect_processor.json  recipe.yaml
+      stages/1-<recipe>.yaml ...   earlier stages' recipes when the recipe continued another artifact (its
+                                   model.base), earliest first, so the model card and a reproduction see the chain
 
     python -m affectllm.shipped runs/affect_mix/best --name mini-affect    # writes affectllm/shipped/mini-affect
 """
@@ -93,6 +95,25 @@ def shipped_path(name: str) -> Path:
     return folder
 
 
+def prior_recipes(artifact: Path) -> list[Path]:
+    """The recipes of the artifacts this one continued (recipe.yaml's model.base, followed while it names an
+    artifact folder with a recipe), earliest first."""
+    import yaml
+
+    from .artifact import is_artifact
+
+    chain, seen, here = [], {artifact.resolve()}, artifact
+    while (here / "recipe.yaml").is_file():
+        base = ((yaml.safe_load((here / "recipe.yaml").read_text()) or {}).get("model") or {}).get("base")
+        prior = Path(str(base)) if base else None
+        if prior is None or not is_artifact(prior) or prior.resolve() in seen or not (prior / "recipe.yaml").is_file():
+            break
+        seen.add(prior.resolve())
+        chain.append(prior / "recipe.yaml")
+        here = prior
+    return chain[::-1]
+
+
 def ship(artifact: str | Path, name: str, root: str | Path | None = None, source: dict | None = None) -> Path:
     """Copy the artifact's own files into `<root>/<name>/` with a manifest; atomic (temp folder, then rename)."""
     from .artifact import BASE_KEY, is_artifact
@@ -117,6 +138,13 @@ def ship(artifact: str | Path, name: str, root: str | Path | None = None, source
                 (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src, tmp / rel)
                 files[rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
+        for i, src in enumerate(prior_recipes(artifact), 1):
+            import yaml
+
+            rel = f"stages/{i}-{(yaml.safe_load(src.read_text()) or {}).get('name', 'recipe')}.yaml"
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, tmp / rel)
+            files[rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
         (tmp / MANIFEST).write_text(json.dumps({"name": name, "base": base, "files": files,
                                                 "source": source or {}}, indent=1, sort_keys=True) + "\n")
         final = root / name

@@ -98,3 +98,42 @@ def test_untuned_runs_of_separate_tasks_merge_and_a_task_in_two_runs_is_refused(
     with pytest.raises(ValueError, match="rec_ravdess"):
         _merged_summaries([a, run("c", "eval C", ["rec_ravdess"])])
     assert _merged_summaries(None) is None
+
+
+def test_a_model_trained_in_stages_ships_and_describes_every_stage(tmp_path, monkeypatch):
+    """A recipe that continued another artifact (model.base) ships the earlier recipes under stages/ (in the
+    manifest, so sha256-checked), and the card lists each stage's data, schedule, wall time and machine."""
+    import yaml
+
+    from affectllm.model_card import main
+    from affectllm.shipped import ENV_ROOT, MANIFEST, ship, shipped_path
+
+    first = make_lora_artifact(tmp_path / "stage1")
+    shutil.copy(REPO / "recipes" / "affect_mix.yaml", first / "recipe.yaml")
+    second = make_lora_artifact(tmp_path / "stage2")
+    recipe = yaml.safe_load((REPO / "recipes" / "affect_mix_stage2.yaml").read_text())
+    recipe["model"]["base"] = str(first)
+    (second / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    root = tmp_path / "shipped"
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    ship(second, "two-stage", root)
+    listed = json.loads((root / "two-stage" / MANIFEST).read_text())["files"]
+    assert "stages/1-affect_mix.yaml" in listed and "recipe.yaml" in listed
+    assert shipped_path("two-stage")  # verified, the stage file included
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "summary.json").write_text(json.dumps({"run": {"command": "affectllm eval"}, "tasks": {}}))
+    out = tmp_path / "MODEL_CARD.md"
+    assert main(["two-stage", "--eval", str(ev), "--wall-s", "4020", "900", "--machine", "Xeon A", "EPYC B",
+                 "--out", str(out)]) == 0
+    card = out.read_text()
+    assert "recipes `affect_mix` then `affect_mix_stage2`" in card
+    assert "### Stage 1: `affect_mix`" in card and "### Stage 2: `affect_mix_stage2` (continues stage 1)" in card
+    assert ("`affectllm train recipes/affect_mix.yaml` then `affectllm train recipes/affect_mix_stage2.yaml`, then "
+            "`python -m affectllm.shipped runs/affect_mix_stage2/best --name two-stage`") in card
+    assert "stage 1 wall time including dev evaluations: 1.12 h" in card and "stage 1 machine: Xeon A" in card
+    assert "stage 2 wall time including dev evaluations: 0.25 h" in card and "stage 2 machine: EPYC B" in card
+    assert "scenario 1" in card.split("### Stage 2")[1]  # stage 2's own mixture
+    (root / "two-stage" / "stages" / "1-affect_mix.yaml").write_text("name: changed\n")
+    with pytest.raises(Exception, match="stages/1-affect_mix.yaml"):
+        shipped_path("two-stage")

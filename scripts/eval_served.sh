@@ -16,6 +16,6 @@ for _ in $(seq 1 600); do
   sleep 1
 done
 start=$(date +%s)
-.venv/bin/affectllm eval --model "http://127.0.0.1:$port/v1" --served-model "$model" --checkpoint "$model" \
+.venv/bin/affectllm eval --model "http://127.0.0.1:$port/v1" --served-model "$(basename "$model")" --checkpoint "$model" \
   --tasks "$tasks" --output "$out" --seeds 1 ${limit:+--limit "$limit"}
 echo "eval wall time: $(( $(date +%s) - start )) s (server log: $log)"

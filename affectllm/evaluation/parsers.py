@@ -61,6 +61,9 @@ MODALITY_WORDS = {
 }
 _WORD_RES = {k: re.compile(r"\b(?:" + v + r")\b", re.I) for k, v in MODALITY_WORDS.items()}
 _SENTENCES = re.compile(r"[^.!?\n]+[.!?]?")
+# A quoted span is the input's own words (or a cut-off quote running to the end): "all I could hear was ..." in a
+# MELD line is what the speaker said, not a claim about audio the model was given.
+_QUOTED = re.compile(r'"[^"\n]*(?:"|$)|“[^”\n]*(?:”|$)')
 VISUAL_INPUTS = ("image", "video")
 
 
@@ -82,9 +85,11 @@ def cited_modalities(text: str) -> set[str]:
     ['audio', 'visual']
     >>> cited_modalities("No audio was provided; the words say she is scared.")
     set()
+    >>> cited_modalities('Evidence: "all I could hear was this squeaky sound" reads as fear.')
+    set()
     """
     out: set[str] = set()
-    for sentence in _SENTENCES.findall(text or ""):
+    for sentence in _SENTENCES.findall(_QUOTED.sub('""', text or "")):
         if states_missing(sentence):
             continue
         out |= {k for k, rx in _WORD_RES.items() if rx.search(sentence)}

@@ -353,3 +353,16 @@ def test_scenario_format_is_emobench_shaped_with_context_and_uniform_letters(tin
             i = int(sid[1:])
             assert " & " in chosen and go[i % 28].capitalize() in chosen
     assert set(letters_seen) >= set("ABCD") and max(letters_seen.values()) < 0.4 * len(exs)
+
+
+def test_every_shipped_recipe_parses_and_chains_from_a_named_stage():
+    """Each recipes/*.yaml parses (mixtures validated: corpora, splits, formats, weights); a recipe that continues
+    another run names that run's `best` as its base, so the chain of stages is reproducible by name."""
+    from affectllm.train.recipe import list_recipes, load_recipe
+
+    names = list_recipes()
+    assert {"affect_mix", "affect_mix_stage2", "affect_grpo"} <= set(names)
+    recipes = {n: load_recipe(n) for n in names}
+    assert recipes["affect_mix_stage2"].model.base == "runs/affect_mix/best"
+    assert recipes["affect_grpo"].stage == "grpo" and recipes["affect_grpo"].grpo.beta > 0
+    assert any("scenario" in (e.get("formats") or {}) for e in recipes["affect_mix_stage2"].data.mixture)

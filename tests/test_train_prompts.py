@@ -19,10 +19,11 @@ from affectllm.scoring import parse
 
 TEXT = "zq sentinel words of the input"
 SAMPLE = {"modalities": ["audio", "text"], "text": TEXT, "candidates": ["anger", "joy", "neutral", "sadness"],
-          "options": ["anger", "joy", "neutral", "sadness"], "label": "joy", "absent": "video"}
+          "options": ["anger", "joy", "neutral", "sadness"], "label": "joy", "absent": "video",
+          "question": "How is Sam most likely feeling?", "choices": ["Anger", "Joy & Gratitude", "Neutral", "Sadness"]}
 FLAGS = [{"with_confidence": c, "with_dimensions": d} for c, d in itertools.product([False, True], repeat=2)]
 TRAIN = list_prompts("train/")
-FAMILIES = {"ov": 4, "closed": 4, "mcq": 3, "yesno": 3, "modality": 2, "absent": 2, "va": 2}
+FAMILIES = {"ov": 4, "closed": 4, "mcq": 3, "yesno": 3, "modality": 2, "absent": 2, "va": 2, "scenario": 3}
 MIN_SENTENCE = 20
 
 
@@ -182,6 +183,10 @@ def test_answer_formats_parse_like_the_eval_expects():
     for name in list_prompts("train/mcq_"):
         assert '{"answer": "<letter>"}' in get_prompt(name).render(**sample_vars(declared_vars(name)))
     assert parse_letter('{"answer": "B"}', options) == "B" and parse_letter('{"answer": "D"}', options) == "D"
+    for name in list_prompts("train/scenario_"):  # bare-letter answers, as EmoBench's probe_mcq asks
+        text = get_prompt(name).render(**sample_vars(declared_vars(name)))
+        assert "letter" in text and all(c in text for c in SAMPLE["choices"]), name
+    assert all(parse_letter(x, SAMPLE["choices"]) == x for x in "ABCD")
     for name in list_prompts("train/yesno_"):
         assert re.search(r"\byes or no\b", get_prompt(name).render(**sample_vars(declared_vars(name))))
     assert parse_yesno("yes") == "yes" and parse_yesno("no") == "no"

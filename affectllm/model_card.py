@@ -248,8 +248,9 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
     base = manifest.get("base")
     size = sum(f["bytes"] for f in manifest["files"].values())
     rows = result_rows(summary, untuned, baselines, eval_dir)
-    chain = [yaml.safe_load(p.read_text()).get("name") for p in sorted(folder.glob("stages/*.yaml"))]
-    chain.append(recipe.get("name"))
+    stages = [(p.read_text(), yaml.safe_load(p.read_text()) or {}) for p in sorted(folder.glob("stages/*.yaml"))]
+    stages.append((recipe_text, recipe))
+    chain = [rec.get("name") for _, rec in stages]
     lines = [f"# Model card: `{name}`", "",
              f"The trained default of affectllm: `{base}` fine-tuned by the recipe"
              f"{'s' if len(chain) > 1 else ''} " + " then ".join(f"`{c}`" for c in chain) + " "
@@ -263,8 +264,6 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
     parts = COMPONENTS.get(str(base), [("base", f"the preset `{base}` (affectllm/presets/{base}.json)", "see the preset")])
     lines += [f"| {p} | {w} | {lic} |" for p, w, lic in parts]
     lora = recipe.get("lora") or {}
-    stages = [(p.read_text(), yaml.safe_load(p.read_text()) or {}) for p in sorted(folder.glob("stages/*.yaml"))]
-    stages.append((recipe_text, recipe))
     lines += ["", f"LoRA r={lora.get('r')}, alpha={lora.get('alpha')} on the LLM only; the towers stay frozen.",
               "", "## Training data", "",
               "Train splits only (speaker-/subject-disjoint for RAVDESS and CK+); nothing from dev or test."]
@@ -274,9 +273,8 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
                                                                      else "")]
         lines += [""] + _mixture_table(rec)
     lines += ["", "## Recipe and command", ""]
-    names = [rec.get("name") for _, rec in stages]
-    lines.append("- command: " + " then ".join(f"`affectllm train recipes/{n}.yaml`" for n in names)
-                 + f", then `python -m affectllm.shipped runs/{names[-1]}/best --name {name}`")
+    lines.append("- command: " + " then ".join(f"`affectllm train recipes/{n}.yaml`" for n in chain)
+                 + f", then `python -m affectllm.shipped runs/{chain[-1]}/best --name {name}`")
     for k, (text, rec) in enumerate(stages, 1):
         fact = facts[k - 1] if k - 1 < len(facts) else {}
         label = f"stage {k} " if len(stages) > 1 else ""

@@ -116,6 +116,8 @@ def prior_recipes(artifact: Path) -> list[Path]:
 
 def ship(artifact: str | Path, name: str, root: str | Path | None = None, source: dict | None = None) -> Path:
     """Copy the artifact's own files into `<root>/<name>/` with a manifest; atomic (temp folder, then rename)."""
+    import yaml
+
     from .artifact import BASE_KEY, is_artifact
 
     artifact = Path(artifact)
@@ -139,8 +141,6 @@ def ship(artifact: str | Path, name: str, root: str | Path | None = None, source
                 shutil.copy2(src, tmp / rel)
                 files[rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
         for i, src in enumerate(prior_recipes(artifact), 1):
-            import yaml
-
             rel = f"stages/{i}-{(yaml.safe_load(src.read_text()) or {}).get('name', 'recipe')}.yaml"
             (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, tmp / rel)

@@ -259,15 +259,10 @@ def mean_with_ci(n_boot: int, values: Sequence[float], key: str, seed: int = 0) 
     return {key: float(finite.mean()) if len(finite) else float("nan"), **bootstrap_mean(n_boot, v, key, seed)}
 
 
-def bootstrap_stat(n_boot: int, n: int, stat, key: str, seed: int = 0) -> dict[str, float]:
-    """Percentile CI of any statistic of n units: stat(indices) is recomputed on n_boot resamples of range(n)
-    (for spreads over variants, agreement, answer shares: statistics that are not a mean of one column)."""
-    return bootstrap_stats(n_boot, n, lambda idx: {key: stat(idx)}, seed)
-
-
 def bootstrap_stats(n_boot: int, n: int, stats, seed: int = 0) -> dict[str, float]:
-    """The same for several statistics computed together: stats(indices) -> {key: value}; gives key_ci_low/high
-    for every key with finite resampled values."""
+    """Percentile CIs of statistics that are not a mean of one column (spreads over variants, agreement, answer
+    shares, ECE): stats(indices) -> {key: value} is recomputed on n_boot resamples of range(n); gives
+    key_ci_low/high for every key with finite resampled values."""
     if n == 0 or not n_boot:
         return {}
     rng = np.random.default_rng(seed)

@@ -232,7 +232,9 @@ class Suite:
             pred = [r["parsed"].get("labels", []) for r in keep]
         return keep, gold, pred
 
-    def corpus_metrics(self, task, records: list[dict], ctx, prefix: str = "") -> dict[str, float]:
+    def corpus_metrics(self, task, records: list[dict], ctx, prefix: str = "",
+                       bootstrap: int | None = None) -> dict[str, float]:
+        """The task's metrics on `records`; `bootstrap` overrides ctx.bootstrap (0: point estimates only)."""
         out: dict[str, float] = {}
         for m in task.metric_list:
             if m.metric not in DEFAULT_GOLD:
@@ -244,7 +246,8 @@ class Suite:
             opts = ctx.metric_options(task, m, keep)
             if opts is None:
                 continue
-            res = score(m.metric, gold, pred, bootstrap=ctx.bootstrap, seed=0, **opts)
+            res = score(m.metric, gold, pred, bootstrap=ctx.bootstrap if bootstrap is None else bootstrap, seed=0,
+                        **opts)
             out.update({f"{prefix}{m.prefix}.{k}": float(v) for k, v in res.items()})
         if records:
             out[f"{prefix}error_rate"] = float(np.mean([bool(r.get("error")) for r in records]))

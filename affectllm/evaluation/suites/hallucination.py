@@ -192,15 +192,13 @@ class HallucinationSuite(Suite):
                 all_yes += yes
                 all_no += no
                 tables[kind] = pair_scores(yes, no)
-                m[f"{kind}.pair_accuracy"] = tables[kind].get("pair_accuracy", float("nan"))
                 rate(f"{kind}.pair_accuracy", [a == "yes" and b == "no" for a, b in zip(yes, no)])
             m.update(pair_scores(all_yes, all_no))
             ys = np.array([a == "yes" for a in all_yes], float)
             ns = np.array([a == "no" for a in all_no], float)
             rate("pair_accuracy", ys * ns)
             rate("question_accuracy", (ys + ns) / 2)  # per pair: the share of its two questions answered right
-            rate("yes_rate", (np.array([a == "yes" for a in all_yes], float)
-                              + np.array([a == "yes" for a in all_no], float)) / 2)
+            rate("yes_rate", (ys + np.array([a == "yes" for a in all_no], float)) / 2)
             rate("unparsed_rate", (np.array([a is None for a in all_yes], float)
                                    + np.array([a is None for a in all_no], float)) / 2)
         elif probe == "conflict" and records:

@@ -27,7 +27,7 @@ from ...errors import ConfigError
 from ...scoring import score
 from ..inputs import stable_seed
 from ..degenerate import answer_stats, instance_sensitivity, kappa_flag
-from ..metrics import (agreement_matrix, bootstrap_mean, bootstrap_stat, fleiss_kappa, flip_rate, mean_with_ci,
+from ..metrics import (agreement_matrix, bootstrap_mean, bootstrap_stats, fleiss_kappa, flip_rate, mean_with_ci,
                        ratings_table)
 from .base import Suite
 
@@ -145,9 +145,10 @@ class PromptSensitivitySuite(Suite):
             n_cands = len(getattr(mapper, "targets", []) or []) or None
             stats = answer_stats([p for row in preds for p in row], n_cands)
             if stats and common:
-                for key in ("majority_share", "answer_entropy_norm"):
-                    m.update(bootstrap_stat(ctx.bootstrap, len(common), lambda idx, key=key: answer_stats(
-                        [row[i] for row in preds for i in idx], n_cands).get(key, np.nan), key))
+                shares = ("majority_share", "answer_entropy_norm")
+                m.update(bootstrap_stats(ctx.bootstrap, len(common), lambda idx: {
+                    k: v for k, v in answer_stats([row[i] for row in preds for i in idx], n_cands).items()
+                    if k in shares}))
             majority = stats.pop("majority_answer", None)
             m.update(stats)
             flag = kappa_flag(m["majority_share"]) if stats else None
@@ -164,17 +165,17 @@ class PromptSensitivitySuite(Suite):
         variant answered the same samples, so one resample moves all variants together)."""
         out: dict[str, float] = {}
         n = right.shape[1]
-        spread = {"accuracy_mean": np.mean, "accuracy_min": np.min, "accuracy_max": np.max,
-                  "accuracy_range": lambda a: np.max(a) - np.min(a)}
-        for key, fn in spread.items():
-            out.update(bootstrap_stat(n_boot, n, lambda idx, fn=fn: fn(right[:, idx].mean(1)), key))
+        def spread(idx):  # accuracy of every variant on one resample of the samples
+            acc = right[:, idx].mean(1)
+            return {"accuracy_mean": acc.mean(), "accuracy_min": acc.min(), "accuracy_max": acc.max(),
+                    "accuracy_range": acc.max() - acc.min(),
+                    "fleiss_kappa": fleiss_kappa(ratings_table([[row[i] for i in idx] for row in preds]))}
+
+        out.update(bootstrap_stats(n_boot, n, spread))
         base = np.array(preds[0], object)
         flips = np.mean([[a != b for a, b in zip(base, row)] for row in preds[1:]], 0)  # per sample, vs base
         out.update(bootstrap_mean(n_boot, flips, "flip_rate_vs_base"))
         out.update(bootstrap_mean(n_boot, [len({row[i] for row in preds}) == 1 for i in range(n)], "unanimous_rate"))
-        out.update(bootstrap_stat(n_boot, n, lambda idx: fleiss_kappa(ratings_table([[row[i] for i in idx]
-                                                                                    for row in preds])),
-                                  "fleiss_kappa"))
         return out
 
     def headline(self, task):

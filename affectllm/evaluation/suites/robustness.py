@@ -117,16 +117,13 @@ class RobustnessSuite(Suite):
         from ..metrics import bootstrap_stats
 
         pairs = [(clean[i], variant[i]) for i in sorted(set(clean) & set(variant))]
-        saved, ctx.bootstrap = ctx.bootstrap, 0  # the corpus metric alone inside each resample
-        try:
-            def stat(idx):
-                a = self.corpus_metrics(task, [pairs[i][0] for i in idx], ctx).get(key, float("nan"))
-                b = self.corpus_metrics(task, [pairs[i][1] for i in idx], ctx).get(key, float("nan"))
-                return {name: a - b}
 
-            return bootstrap_stats(min(saved, DELTA_BOOT), len(pairs), stat)
-        finally:
-            ctx.bootstrap = saved
+        def stat(idx):  # the corpus metric alone (no inner bootstrap) on one resample, for both answers
+            a = self.corpus_metrics(task, [pairs[i][0] for i in idx], ctx, bootstrap=0).get(key, float("nan"))
+            b = self.corpus_metrics(task, [pairs[i][1] for i in idx], ctx, bootstrap=0).get(key, float("nan"))
+            return {name: a - b}
+
+        return bootstrap_stats(min(ctx.bootstrap, DELTA_BOOT), len(pairs), stat)
 
     def headline(self, task):
         if task.headline:

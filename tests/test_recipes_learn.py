@@ -366,3 +366,19 @@ def test_every_shipped_recipe_parses_and_chains_from_a_named_stage():
     assert recipes["affect_mix_stage2"].model.base == "runs/affect_mix/best"
     assert recipes["affect_grpo"].stage == "grpo" and recipes["affect_grpo"].grpo.beta > 0
     assert any("scenario" in (e.get("formats") or {}) for e in recipes["affect_mix_stage2"].data.mixture)
+
+
+def test_scenario_context_is_indexed_once_when_two_entries_read_the_same_split(tiny, tmp_path):
+    from affectllm.data import LABEL_SETS, write_manifest
+    from affectllm.train.mixture import build_mixture
+
+    meld = LABEL_SETS["meld"]
+    samples = [Sample(id=f"m0-{u}", corpus="toy", split="train", text=f"line {u} of dialogue 0", labels=[meld[u]],
+                      label=meld[u], label_set="meld", speaker="Ross", meta={"dialogue_id": 0, "utterance_id": u})
+               for u in range(3)]
+    path = write_manifest(tmp_path / "toy.jsonl", samples, root=tmp_path)
+    entry = {"corpus": str(path), "formats": {"scenario": 1}}
+    exs = build_mixture(tiny, [entry, entry], "train", ["text"], "labels", seed=0, data_root=tmp_path)
+    last = [e for e in exs if e.id.startswith("m0-2")]
+    assert len(last) == 2 and all(e.messages[-1]["content"][-1]["text"].count("line 0 of dialogue 0") == 1
+                                  for e in last)

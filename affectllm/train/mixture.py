@@ -112,6 +112,7 @@ class MixtureBuilder:
         self.model_modalities = set(pipe.model.config.modalities) | {"text"}
         self.paraphrases = {f: list_prompts(f"train/{f}_") for f in FORMATS}
         self.dialogues: dict = {}  # (corpus, dialogue id) -> [(utterance id, speaker, text)], for scenario context
+        self.indexed: set = set()  # (corpus, split) already in self.dialogues
 
     def _prompt(self, fmt: str, rng: random.Random) -> str:
         if fmt in CANONICAL and rng.random() < CANONICAL_SHARE:
@@ -220,7 +221,12 @@ class MixtureBuilder:
         return "the writer", f'Someone wrote this online: "{sample.text}"'
 
     def index_dialogues(self, samples: list[Sample]) -> None:
-        """Remember each dialogue's lines (MELD meta: dialogue_id, utterance_id) for scenario context."""
+        """Remember each dialogue's lines (MELD meta: dialogue_id, utterance_id) for scenario context; a split that
+        two scenario entries read is indexed once (its lines would otherwise repeat in the context)."""
+        key = {(s.corpus, s.split) for s in samples}
+        if key <= self.indexed:
+            return
+        self.indexed |= key
         for s in samples:
             if s.speaker and s.text and "dialogue_id" in s.meta and "utterance_id" in s.meta:
                 self.dialogues.setdefault((s.corpus, s.meta["dialogue_id"]), []).append(

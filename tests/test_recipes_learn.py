@@ -380,5 +380,6 @@ def test_scenario_context_is_indexed_once_when_two_entries_read_the_same_split(t
     entry = {"corpus": str(path), "formats": {"scenario": 1}}
     exs = build_mixture(tiny, [entry, entry], "train", ["text"], "labels", seed=0, data_root=tmp_path)
     last = [e for e in exs if e.id.startswith("m0-2")]
-    assert len(last) == 2 and all(e.messages[-1]["content"][-1]["text"].count("line 0 of dialogue 0") == 1
-                                  for e in last)
+    for e in last:
+        prompt = e.messages[-1]["content"][-1]["text"]
+        assert len(last) == 2 and all(prompt.count(f"line {u} of dialogue 0") == 1 for u in range(3)), prompt

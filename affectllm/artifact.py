@@ -55,6 +55,22 @@ def _is_peft(module) -> bool:
     return hasattr(module, "peft_config")
 
 
+def publish(tmp: Path, out_dir: Path) -> None:
+    """Make the finished folder `tmp` visible as `out_dir` (flushed first, an old one swapped out), so a reader
+    sees either the old artifact or the new one, never half of either."""
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        out_dir.rename(old)
+        tmp.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out_dir)
+
+
 def save_artifact(pipe, out_dir: str | Path, base: str, recipe_yaml: str | None = None,
                   extra_files: dict[str, str] | None = None) -> Path:
     """Write the artifact atomically; `base` is a preset name or a folder that provides the stock weights."""
@@ -77,17 +93,7 @@ def save_artifact(pipe, out_dir: str | Path, base: str, recipe_yaml: str | None 
             (tmp / "recipe.yaml").write_text(recipe_yaml)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        for f in tmp.rglob("*"):  # flush before the rename makes it visible
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
+        publish(tmp, out_dir)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
         from .diskfull import is_disk_full, reason

@@ -195,6 +195,10 @@ def cpu_model() -> str:
 
 
 def _mixture_table(recipe: dict) -> list[str]:
+    if recipe.get("stage") == "interpolate":
+        start = (recipe.get("interpolate") or {}).get("start")
+        return [f"No data of its own: the weights are interpolated between `{start}` and "
+                f"`{(recipe.get('model') or {}).get('base')}` (the two stages above), what they were trained on."]
     data = recipe.get("data") or {}
     out = ["| corpus | modalities | drawn | formats (weights) | licence |", "|---|---|---|---|---|"]
     entries = data.get("mixture") or [{"corpus": c, "modalities": data.get("modalities"), "limit": data.get("limit"),
@@ -218,10 +222,18 @@ def _stage_lines(label: str, text: str, recipe: dict, shipped_as: str | None, fa
     digest = hashlib.sha256(text.encode()).hexdigest()[:16] if text else "n/a"
     where = f"`affectllm/shipped/{shipped_as}/recipe.yaml`" if shipped_as else "in `stages/` of the shipped folder"
     lines = [f"- {label}recipe: `recipes/{recipe.get('name')}.yaml` (as run: {where}, sha256 {digest}), "
-             f"stage `{recipe.get('stage')}` from `{(recipe.get('model') or {}).get('base')}`",
+             f"stage `{recipe.get('stage')}` from `{(recipe.get('model') or {}).get('base')}`"]
+    if recipe.get("stage") == "interpolate":
+        cfg, run = recipe.get("interpolate") or {}, recipe.get("run") or {}
+        lines.append(f"- {label}weights: (1 - a) x `{cfg.get('start')}` + a x `{(recipe.get('model') or {}).get('base')}`"
+                     f" (projectors elementwise, LoRA exactly as one adapter of the summed rank), a chosen among "
+                     f"{cfg.get('alphas')} by the mean dev headline of `{run.get('eval_task')}` "
+                     f"({run.get('eval_limit')} per task); no training step")
+    else:
+        lines.append(
              f"- {label}steps: {optim.get('max_steps')} x batch {optim.get('batch_size')} (first "
              f"{optim.get('align_steps', 0)} projector-only), lr {optim.get('lr')}, projector lr "
-             f"{optim.get('projector_lr')}, dtype {(recipe.get('model') or {}).get('dtype')}, seed {optim.get('seed')}"]
+             f"{optim.get('projector_lr')}, dtype {(recipe.get('model') or {}).get('dtype')}, seed {optim.get('seed')}")
     train = fact.get("train") or {}
     if train:
         lines.append(f"- {label}training: {train['steps']} steps in {train['train_s'] / 3600:.2f} h of step time "
@@ -263,8 +275,9 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
              "it by hand.", "", "## Components", "", "| part | what | licence |", "|---|---|---|"]
     parts = COMPONENTS.get(str(base), [("base", f"the preset `{base}` (affectllm/presets/{base}.json)", "see the preset")])
     lines += [f"| {p} | {w} | {lic} |" for p, w, lic in parts]
-    lora = recipe.get("lora") or {}
-    lines += ["", f"LoRA r={lora.get('r')}, alpha={lora.get('alpha')} on the LLM only; the towers stay frozen.",
+    adapter = folder / "adapter" / "adapter_config.json"
+    lora = json.loads(adapter.read_text()) if adapter.is_file() else {}
+    lines += ["", f"LoRA r={lora.get('r')}, alpha={lora.get('lora_alpha')} on the LLM only; the towers stay frozen.",
               "", "## Training data", "",
               "Train splits only (speaker-/subject-disjoint for RAVDESS and CK+); nothing from dev or test."]
     for k, (_, rec) in enumerate(stages, 1):
@@ -282,7 +295,9 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
     if selection:
         parts = ", ".join(f"{t['task']} {t['metric'].split('.')[-1]} {t['value']:.3f}" for t in selection.get("tasks", [])
                           if t.get("value") is not None)
-        lines.append(f"- checkpoint: step {selection.get('step')}, the best mean dev headline of the run "
+        chosen = (f"interpolation weight a = {selection['alpha']}" if "alpha" in selection
+                  else f"step {selection.get('step')}")
+        lines.append(f"- checkpoint: {chosen}, the best mean dev headline of the run "
                      f"({selection.get('value', float('nan')):.3f}: {parts}; "
                      f"{(recipe.get('run') or {}).get('eval_limit')} stratified dev samples per task)")
     cmd = summary.get("run", {}).get("command", "")

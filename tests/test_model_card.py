@@ -137,3 +137,40 @@ def test_a_model_trained_in_stages_ships_and_describes_every_stage(tmp_path, mon
     (root / "two-stage" / "stages" / "1-affect_mix.yaml").write_text("name: changed\n")
     with pytest.raises(Exception, match="stages/1-affect_mix.yaml"):
         shipped_path("two-stage")
+
+
+def test_an_interpolated_model_names_both_sources_and_its_weight(tmp_path, monkeypatch):
+    """Stage `interpolate` has no data of its own: the card says what it blends, the weight chosen on dev, and the
+    LoRA rank of the shipped adapter (the sum of the sources'), with both earlier stages shipped under stages/."""
+    import yaml
+
+    from affectllm.model_card import main
+    from affectllm.shipped import ENV_ROOT, MANIFEST, ship
+    from affectllm.train.interpolate import write_interpolated
+
+    first = make_lora_artifact(tmp_path / "stage1")
+    shutil.copy(REPO / "recipes" / "affect_mix.yaml", first / "recipe.yaml")
+    second = make_lora_artifact(tmp_path / "stage2", seed=2)
+    recipe = yaml.safe_load((REPO / "recipes" / "affect_mix_stage2.yaml").read_text())
+    recipe["model"]["base"] = str(first)
+    (second / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    mixed = write_interpolated(first, second, 0.25, tmp_path / "mixed")
+    recipe = yaml.safe_load((REPO / "recipes" / "affect_mix_interpolate.yaml").read_text())
+    recipe["model"]["base"], recipe["interpolate"]["start"] = str(second), str(first)
+    (mixed / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    root = tmp_path / "shipped"
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    ship(mixed, "blend", root, {"selection": {"step": 1, "alpha": 0.25, "value": 0.6, "tasks": []}})
+    listed = json.loads((root / "blend" / MANIFEST).read_text())["files"]
+    assert {"stages/1-affect_mix.yaml", "stages/2-affect_mix_stage2.yaml"} <= set(listed)
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "summary.json").write_text(json.dumps({"run": {"command": "affectllm eval"}, "tasks": {}}))
+    out = tmp_path / "MODEL_CARD.md"
+    assert main(["blend", "--eval", str(ev), "--out", str(out)]) == 0
+    card = out.read_text()
+    assert "### Stage 3: `affect_mix_interpolate` (continues stage 2)" in card
+    assert "No data of its own" in card.split("### Stage 3")[1].split("##")[0]
+    assert "LoRA r=16, alpha=32" in card  # 8 + 8, the first source's scaling 2 kept
+    assert "checkpoint: interpolation weight a = 0.25" in card
+    assert f"(1 - a) x `{first}` + a x `{second}`" in card and "no training step" in card

@@ -1,4 +1,4 @@
-"""Recipes (YAML) -> runs: align, sft (LoRA / QLoRA) and grpo on the composed model.
+"""Recipes (YAML) -> runs: align, sft (LoRA / QLoRA), grpo and interpolate on the composed model.
 
     affectllm train sft_lora optim.max_steps=50 data.limit=200
     accelerate launch --config_file recipes/accelerate/ddp.yaml -m affectllm.train sft_lora
@@ -11,6 +11,11 @@ __all__ = ["Recipe", "list_recipes", "load_recipe", "run_recipe"]
 
 
 def run_recipe(name_or_path: str, overrides: list[str] | None = None, progress: bool = True):
+    recipe = load_recipe(name_or_path, overrides)
+    if recipe.stage == "interpolate":
+        from .interpolate import run_interpolation
+
+        return run_interpolation(recipe, progress=progress)
     from .loop import train
 
-    return train(load_recipe(name_or_path, overrides), progress=progress)
+    return train(recipe, progress=progress)

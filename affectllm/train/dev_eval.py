@@ -45,8 +45,10 @@ def best_so_far(out: Path) -> float | None:
     return max(values) if values else None
 
 
-def evaluate_on_dev(pipe, recipe, out: Path, step: int, base: str, progress: bool = True) -> dict:
-    """Evaluate the model as it is now on the recipe's dev task; save `best` when the headline improves."""
+def evaluate_on_dev(pipe, recipe, out: Path, step: int, base: str, progress: bool = True,
+                    extra: dict | None = None) -> dict:
+    """Evaluate the model as it is now on the recipe's dev task; save `best` when the headline improves.
+    `extra`: fields recorded beside the step (the interpolation stage records its weight `alpha`)."""
     from ..artifact import save_artifact
     from ..evaluation import run_eval
 
@@ -69,13 +71,14 @@ def evaluate_on_dev(pipe, recipe, out: Path, step: int, base: str, progress: boo
         rows.append({"task": t.name, "metric": key, "value": value})
     value = sum(r["value"] or 0.0 for r in rows) / len(rows)
     previous = best_so_far(out)
-    record = {"step": step, "value": value, "tasks": rows, "best": previous is None or value > previous}
+    record = {"step": step, **(extra or {}), "value": value, "tasks": rows,
+              "best": previous is None or value > previous}
     with open(out / "dev_eval.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
     if record["best"]:
         save_artifact(pipe, out / "best", base=base, recipe_yaml=recipe.to_yaml(),
                       extra_files={"selection.json": json.dumps(record, indent=2)})
-    msg = f"dev eval step {step}: " + ", ".join(f"{r['task']} {r['metric']}={r['value']:.4f}" for r in rows if
+    msg = f"dev eval step {step}{''.join(f' {k}={v}' for k, v in (extra or {}).items())}: " + ", ".join(f"{r['task']} {r['metric']}={r['value']:.4f}" for r in rows if
                                                 r["value"] is not None) + (" (best)" if record["best"] else "")
     log.info(msg)
     if progress:

@@ -17,7 +17,7 @@ import yaml
 from ..errors import ConfigError
 from ..registry import unknown_name_message
 
-STAGES = ("align", "sft", "grpo")
+STAGES = ("align", "sft", "grpo", "interpolate")
 
 
 @dataclass
@@ -87,6 +87,13 @@ class GrpoCfg:
 
 
 @dataclass
+class InterpolateCfg:
+    """Stage `interpolate` (affectllm.train.interpolate): weights (1 - a) * start + a * model.base, a chosen on dev."""
+    start: str | None = None  # the earlier artifact of the same chain (weight 1 - alpha); model.base gets alpha
+    alphas: list[float] = field(default_factory=lambda: [0.25, 0.5, 0.75])
+
+
+@dataclass
 class RunCfg:
     output_dir: str = "runs/default"
     save_every: int = 50
@@ -111,6 +118,7 @@ class Recipe:
     lora: LoraCfg = field(default_factory=LoraCfg)
     optim: OptimCfg = field(default_factory=OptimCfg)
     grpo: GrpoCfg = field(default_factory=GrpoCfg)
+    interpolate: InterpolateCfg = field(default_factory=InterpolateCfg)
     run: RunCfg = field(default_factory=RunCfg)
 
     def to_yaml(self) -> str:
@@ -207,4 +215,17 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
         from .dev_eval import dev_task
 
         dev_task(recipe.run.eval_task)  # refuses a task on any split but dev, at parse time
+    if recipe.stage == "interpolate":
+        _check_interpolate(recipe)
     return recipe
+
+
+def _check_interpolate(recipe: Recipe) -> None:
+    cfg = recipe.interpolate
+    if not cfg.start:
+        raise ConfigError("stage 'interpolate' needs interpolate.start (the earlier artifact; model.base is the later)")
+    if not recipe.run.eval_task:
+        raise ConfigError("stage 'interpolate' needs run.eval_task: the interpolation weight is chosen on dev")
+    if not cfg.alphas or any(not isinstance(a, (int, float)) or not 0.0 <= float(a) <= 1.0 for a in cfg.alphas):
+        raise ConfigError(f"interpolate.alphas must be a non-empty list of weights in [0, 1], got {cfg.alphas!r}")
+    cfg.alphas = [float(a) for a in cfg.alphas]

@@ -168,3 +168,38 @@ def test_the_stage_chooses_its_weight_on_dev_and_resumes(pair, tmp_path, monkeyp
     assert not (tmp_path / "run" / "candidate").exists()
     run_recipe(str(recipe), progress=False)
     assert len(calls) == 3  # resumed: nothing evaluated twice
+
+
+def test_selection_by_the_worst_margin_to_the_bars(tmp_path, monkeypatch):
+    """With run.eval_bars the model that clears every bar is chosen over one with a higher mean headline that
+    misses a bar; a bar list that does not cover the dev tasks is refused at parse time."""
+    import affectllm.artifact as artifact
+    import affectllm.evaluation as evaluation
+    from affectllm.train import load_recipe
+    from affectllm.train.dev_eval import evaluate_on_dev
+
+    bars = {"rec_goemotions_dev": 0.40, "rec_meld_dev": 0.50}
+    tree = {"name": "sel", "model": {"base": "tiny"},
+            "run": {"eval_task": "rec_text_dev", "eval_every": 10, "eval_bars": {"rec_goemotions_dev": 0.4}}}
+    path = tmp_path / "sel.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ConfigError, match="a bar for every task of 'rec_text_dev'"):
+        load_recipe(path)
+    tree["run"]["eval_bars"] = bars
+    path.write_text(yaml.safe_dump(tree))
+    recipe = load_recipe(path)
+    scores = iter([{"rec_goemotions_dev": 0.35, "rec_meld_dev": 0.80},   # mean 0.575, misses GoEmotions by 0.05
+                   {"rec_goemotions_dev": 0.42, "rec_meld_dev": 0.52}])  # mean 0.47, clears both
+    saved = []
+
+    def fake_eval(pipe, tasks, **kw):
+        got = next(scores)
+        return {"tasks": {t.name: {"headline": ["m"], "metrics": {"m": got[t.name]}} for t in tasks}}
+
+    monkeypatch.setattr(evaluation, "run_eval", fake_eval)
+    monkeypatch.setattr(artifact, "save_artifact", lambda pipe, out, **kw: saved.append(kw["extra_files"]))
+    pipe = type("P", (), {"model": torch.nn.Linear(1, 1)})()
+    first = evaluate_on_dev(pipe, recipe, tmp_path, 1, "tiny", progress=False)
+    second = evaluate_on_dev(pipe, recipe, tmp_path, 2, "tiny", progress=False)
+    assert first["value"] == pytest.approx(-0.05) and first["mean"] == pytest.approx(0.575)
+    assert second["value"] == pytest.approx(0.02) and second["best"] and len(saved) == 2

@@ -69,10 +69,14 @@ def evaluate_on_dev(pipe, recipe, out: Path, step: int, base: str, progress: boo
     for t in tasks:
         key, value = headline_value(summary["tasks"][t.name])
         rows.append({"task": t.name, "metric": key, "value": value})
-    value = sum(r["value"] or 0.0 for r in rows) / len(rows)
+    mean = sum(r["value"] or 0.0 for r in rows) / len(rows)
+    bars = recipe.run.eval_bars
+    value = min((r["value"] or 0.0) - float(bars[r["task"]]) for r in rows) if bars else mean
     previous = best_so_far(out)
     record = {"step": step, **(extra or {}), "value": value, "tasks": rows,
               "best": previous is None or value > previous}
+    if bars:
+        record.update(selection="worst margin to run.eval_bars", mean=mean, bars=dict(bars))
     with open(out / "dev_eval.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
     if record["best"]:

@@ -107,6 +107,9 @@ class RunCfg:
     eval_task: str | None = None  # the eval task (evals/*.yaml) run on dev; its primary metric picks the best step
     eval_limit: int | None = None  # dev samples per evaluation (None = the task's own limit)
     eval_max_new_tokens: int | None = 24  # cap for dev evaluations (labels come first; None = the task's own)
+    # {task: bar}: select by the worst margin (headline - bar) over the tasks instead of the mean headline, so a
+    # model that clears every bar beats one that is far above some and below another (every task needs a bar)
+    eval_bars: dict[str, float] | None = None
 
 
 @dataclass
@@ -214,7 +217,12 @@ def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) ->
     if recipe.run.eval_task:
         from .dev_eval import dev_task
 
-        dev_task(recipe.run.eval_task)  # refuses a task on any split but dev, at parse time
+        tasks = dev_task(recipe.run.eval_task)  # refuses a task on any split but dev, at parse time
+        if recipe.run.eval_bars is not None:
+            names = [t.name for t in tasks]
+            if set(recipe.run.eval_bars) != set(names):
+                raise ConfigError(f"run.eval_bars must give a bar for every task of '{recipe.run.eval_task}' "
+                                  f"({', '.join(names)}), got {sorted(recipe.run.eval_bars)}")
     if recipe.stage == "interpolate":
         _check_interpolate(recipe)
     return recipe

@@ -70,7 +70,7 @@ def test_every_shipped_recipe_parses():
     assert {"align", "sft_lora", "sft_qlora", "grpo"} <= set(names)
     for name in names:
         recipe = load_recipe(name)
-        assert recipe.stage in ("align", "sft", "grpo")
+        assert recipe.stage in ("align", "sft", "grpo", "interpolate")
     for cfg in (REPO / "recipes" / "accelerate").glob("*.yaml"):
         assert "distributed_type" in yaml.safe_load(cfg.read_text())
 

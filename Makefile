@@ -1,7 +1,8 @@
 # The two commands for a fresh machine: `make demo` (main job on the embedded default) and `make test`.
 # Both create the environment first (idempotent: a stamp file skips it when nothing changed).
 PY := .venv/bin/python
-DATA ?= $(abspath ../shared/data)
+# the data kit: $AFFECTLLM_DATA when set (as everywhere else in affectllm), else ../shared/data
+DATA ?= $(or $(AFFECTLLM_DATA),$(abspath ../shared/data))
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_VERBOSITY := error
 

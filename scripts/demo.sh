@@ -4,5 +4,5 @@
 # against the server and write runs/demo/eval/report.md with plots (`affectllm demo --train` fine-tunes first).
 # A second run reuses what the first one built.
 set -euo pipefail
-data="${1:-../shared/data}"
+data="${1:-${AFFECTLLM_DATA:-../shared/data}}"
 exec .venv/bin/affectllm demo --data "$data" --output runs/demo

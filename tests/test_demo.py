@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from conftest import DATA
+from conftest import DATA, REPO
 
 
 def test_demo_group_covers_every_modality_with_readable_cis():
@@ -111,3 +111,22 @@ def test_demo_serves_the_shipped_default_and_chats_on_every_modality(tmp_path, c
     assert summary["model"]["model_id"] == DEFAULT_MODEL
     assert {n for n, t in summary["tasks"].items() if t["status"] == "ok"} >= {"rec_ravdess", "rec_ckplus", "ov_mer2023"}
     assert "rec_ravdess" in printed and "closed_set.uar" in printed
+
+
+@pytest.mark.parametrize("env, expected", [({"AFFECTLLM_DATA": "/elsewhere/data"}, "/elsewhere/data"),
+                                           ({}, str(REPO.parent / "shared" / "data"))])
+def test_make_demo_reads_the_data_kit_where_affectllm_data_points(env, expected):
+    """`make demo` once ignored AFFECTLLM_DATA and looked in ../shared/data only (measured from a clean clone)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("no make on this machine")
+    clean = {k: v for k, v in os.environ.items() if k != "AFFECTLLM_DATA"}
+    out = subprocess.run(["make", "-n", "demo"], cwd=REPO, env={**clean, **env}, capture_output=True, text=True,
+                         check=True).stdout
+    assert f'bash scripts/demo.sh "{expected}"' in out
+    script = subprocess.run(["bash", "-c", 'set -- ; source <(sed -n "/^data=/p" scripts/demo.sh); echo "$data"'],
+                            cwd=REPO, env={**clean, **env}, capture_output=True, text=True, check=True).stdout
+    assert script.strip() == env.get("AFFECTLLM_DATA", "../shared/data")

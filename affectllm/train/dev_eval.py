@@ -36,11 +36,14 @@ def headline_value(result: dict) -> tuple[str, float | None]:
     return key, float(value["value"] if isinstance(value, dict) else value)
 
 
-def best_so_far(out: Path) -> float | None:
+def dev_log(out: Path) -> list[dict]:
+    """The rows of `<run>/dev_eval.jsonl`, oldest first (empty before the first evaluation)."""
     path = out / "dev_eval.jsonl"
-    if not path.is_file():
-        return None
-    values = [json.loads(ln).get("value") for ln in path.read_text().splitlines() if ln.strip()]
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
+
+
+def best_so_far(out: Path) -> float | None:
+    values = [r.get("value") for r in dev_log(out)]
     values = [v for v in values if v is not None]
     return max(values) if values else None
 
@@ -82,8 +85,9 @@ def evaluate_on_dev(pipe, recipe, out: Path, step: int, base: str, progress: boo
     if record["best"]:
         save_artifact(pipe, out / "best", base=base, recipe_yaml=recipe.to_yaml(),
                       extra_files={"selection.json": json.dumps(record, indent=2)})
-    msg = f"dev eval step {step}{''.join(f' {k}={v}' for k, v in (extra or {}).items())}: " + ", ".join(f"{r['task']} {r['metric']}={r['value']:.4f}" for r in rows if
-                                                r["value"] is not None) + (" (best)" if record["best"] else "")
+    where = f"step {step}" + "".join(f" {k}={v}" for k, v in (extra or {}).items())
+    msg = f"dev eval {where}: " + ", ".join(f"{r['task']} {r['metric']}={r['value']:.4f}" for r in rows
+                                            if r["value"] is not None) + (" (best)" if record["best"] else "")
     log.info(msg)
     if progress:
         print(msg, flush=True)

@@ -62,7 +62,7 @@ def _check_lora_config(config: dict, path: Path) -> None:
     for key, plain in _UNSUPPORTED_LORA.items():
         value = config.get(key)
         if value is not None and value != plain and (value or plain):
-            raise ConfigError(f"{path / ADAPTER_CONFIG}: {key}={config.get(key)!r} is not supported by interpolation "
+            raise ConfigError(f"{path / ADAPTER_CONFIG}: {key}={value!r} is not supported by interpolation "
                               f"(plain LoRA only)")
 
 
@@ -176,20 +176,12 @@ def _training_data(artifact: Path) -> list[dict]:
             for c in data.get("corpora") or []]
 
 
-def _done_alphas(out: Path) -> set[float]:
-    path = out / "dev_eval.jsonl"
-    if not path.is_file():
-        return set()
-    rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-    return {round(float(r["alpha"]), 6) for r in rows if "alpha" in r}
-
-
 def run_interpolation(recipe, progress: bool = True) -> str:
     """Evaluate every weight in `interpolate.alphas` on the recipe's dev task; `<run>/best` is the best one."""
     from tqdm.auto import tqdm
 
     from ..artifact import load_artifact
-    from .dev_eval import evaluate_on_dev
+    from .dev_eval import dev_log, evaluate_on_dev
 
     start, end, out = Path(recipe.interpolate.start), Path(recipe.model.base), Path(recipe.run.output_dir)
     check_compatible(start, end)
@@ -198,7 +190,7 @@ def run_interpolation(recipe, progress: bool = True) -> str:
     mixture += [dict(e) for e in _training_data(end) if dict(e) not in mixture]
     recipe.data.mixture = mixture or None
     out.mkdir(parents=True, exist_ok=True)
-    done = _done_alphas(out)
+    done = {round(float(r["alpha"]), 6) for r in dev_log(out) if "alpha" in r}
     todo = [(i, a) for i, a in enumerate(recipe.interpolate.alphas) if round(a, 6) not in done]
     if len(todo) < len(recipe.interpolate.alphas):
         log.info("interpolation: %d weight(s) already evaluated in %s, skipped",

@@ -216,6 +216,12 @@ def _mixture_table(recipe: dict) -> list[str]:
     return out
 
 
+def _criterion(recipe: dict) -> str:
+    """How the run chose its checkpoint on dev (train/dev_eval.py): the mean headline, or the worst bar margin."""
+    bars = (recipe.get("run") or {}).get("eval_bars")
+    return (f"the worst margin to the bars {bars} (headline - bar)" if bars else "the mean dev headline")
+
+
 def _stage_lines(label: str, text: str, recipe: dict, shipped_as: str | None, fact: dict) -> list[str]:
     """One stage's recipe file and hash, schedule, and (when measured) its step time, wall time and machine."""
     optim = recipe.get("optim") or {}
@@ -227,7 +233,7 @@ def _stage_lines(label: str, text: str, recipe: dict, shipped_as: str | None, fa
         cfg, run = recipe.get("interpolate") or {}, recipe.get("run") or {}
         lines.append(f"- {label}weights: (1 - a) x `{cfg.get('start')}` + a x `{(recipe.get('model') or {}).get('base')}`"
                      f" (projectors elementwise, LoRA exactly as one adapter of the summed rank), a chosen among "
-                     f"{cfg.get('alphas')} by the mean dev headline of `{run.get('eval_task')}` "
+                     f"{cfg.get('alphas')} by {_criterion(recipe)} of `{run.get('eval_task')}` "
                      f"({run.get('eval_limit')} per task); no training step")
     else:
         lines.append(
@@ -297,7 +303,9 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
                           if t.get("value") is not None)
         chosen = (f"interpolation weight a = {selection['alpha']}" if "alpha" in selection
                   else f"step {selection.get('step')}")
-        lines.append(f"- checkpoint: {chosen}, the best mean dev headline of the run "
+        best = ("the best mean dev headline of the run" if not (recipe.get("run") or {}).get("eval_bars")
+                else f"the best of the run by {_criterion(recipe)}")
+        lines.append(f"- checkpoint: {chosen}, {best} "
                      f"({selection.get('value', float('nan')):.3f}: {parts}; "
                      f"{(recipe.get('run') or {}).get('eval_limit')} stratified dev samples per task)")
     cmd = summary.get("run", {}).get("command", "")

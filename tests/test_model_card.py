@@ -139,12 +139,23 @@ def test_a_model_trained_in_stages_ships_and_describes_every_stage(tmp_path, mon
         shipped_path("two-stage")
 
 
+def _card_without_results(name: str, tmp_path) -> str:
+    """The card of a shipped model from an eval run with no task rows (what the stage sections say is under test)."""
+    from affectllm.model_card import main
+
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    (ev / "summary.json").write_text(json.dumps({"run": {"command": "affectllm eval"}, "tasks": {}}))
+    out = tmp_path / "MODEL_CARD.md"
+    assert main([name, "--eval", str(ev), "--out", str(out)]) == 0
+    return out.read_text()
+
+
 def test_an_interpolated_model_names_both_sources_and_its_weight(tmp_path, monkeypatch):
     """Stage `interpolate` has no data of its own: the card says what it blends, the weight chosen on dev, and the
     LoRA rank of the shipped adapter (the sum of the sources'), with both earlier stages shipped under stages/."""
     import yaml
 
-    from affectllm.model_card import main
     from affectllm.shipped import ENV_ROOT, MANIFEST, ship
     from affectllm.train.interpolate import write_interpolated
 
@@ -163,14 +174,26 @@ def test_an_interpolated_model_names_both_sources_and_its_weight(tmp_path, monke
     ship(mixed, "blend", root, {"selection": {"step": 1, "alpha": 0.25, "value": 0.6, "tasks": []}})
     listed = json.loads((root / "blend" / MANIFEST).read_text())["files"]
     assert {"stages/1-affect_mix.yaml", "stages/2-affect_mix_stage2.yaml"} <= set(listed)
-    ev = tmp_path / "eval"
-    ev.mkdir()
-    (ev / "summary.json").write_text(json.dumps({"run": {"command": "affectllm eval"}, "tasks": {}}))
-    out = tmp_path / "MODEL_CARD.md"
-    assert main(["blend", "--eval", str(ev), "--out", str(out)]) == 0
-    card = out.read_text()
+    card = _card_without_results("blend", tmp_path)
     assert "### Stage 3: `affect_mix_interpolate` (continues stage 2)" in card
     assert "No data of its own" in card.split("### Stage 3")[1].split("##")[0]
     assert "LoRA r=16, alpha=32" in card  # 8 + 8, the first source's scaling 2 kept
     assert "checkpoint: interpolation weight a = 0.25" in card
     assert f"(1 - a) x `{first}` + a x `{second}`" in card and "no training step" in card
+
+
+def test_a_bar_margin_selection_is_named_as_such(tmp_path, monkeypatch):
+    """A run that chose by run.eval_bars is not described as choosing by the mean dev headline."""
+    import yaml
+
+    from affectllm.shipped import ENV_ROOT, ship
+
+    artifact = make_lora_artifact(tmp_path / "artifact")
+    recipe = yaml.safe_load((REPO / "recipes" / "affect_mix_interpolate_bars.yaml").read_text())
+    (artifact / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    root = tmp_path / "shipped"
+    monkeypatch.setenv(ENV_ROOT, str(root))
+    ship(artifact, "barred", root, {"selection": {"step": 1, "alpha": 0.5, "value": -0.001, "tasks": []}})
+    card = _card_without_results("barred", tmp_path)
+    assert "mean dev headline" not in card
+    assert "by the worst margin to the bars" in card and "checkpoint: interpolation weight a = 0.5, the best" in card

@@ -93,6 +93,8 @@ def main(argv=None) -> dict:
         if t.get("status") != "ok" or corpus not in TEXT:
             continue
         metric, field, keys = TEXT[corpus]
+        if f"{metric}.{keys[0]}" not in t.get("metrics", {}):
+            continue  # a probe on this corpus (hallucination, order), not a recognition row
         rows = [json.loads(line) for line in (root / t["samples_file"]).read_text().splitlines() if line.strip()]
         rows = [r for r in rows if r.get("variant", "base") == "base" and r.get("seed", 0) == 0 and r["gold"].get(field)]
         ids = [r["sample_id"] for r in rows]

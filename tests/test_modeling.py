@@ -335,3 +335,30 @@ def test_precomputed_tower_states_give_the_same_embeddings(tiny):
             image_states=list(m.vision_tower_states(batch["pixel_values"])),
             video_states=m.video_tower_states(batch["video_values"], batch["video_frames"]))
     assert torch.equal(direct, cached)
+
+
+def test_a_preset_with_saved_llm_weights_uses_them_and_draws_no_random_llm(tmp_path, monkeypatch):
+    """`text_path` presets (mini, mini-smol) load the LLM from disk; building a second, random one from the config
+    only to replace it cost a third of `chat`'s load time. The loaded weights must reach the model untouched
+    (post_init must not re-initialise them)."""
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from affectllm.presets import build_from_spec
+    from conftest import tiny_spec
+
+    spec = tiny_spec()
+    torch.manual_seed(3)
+    AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(**spec["text_config"])).save_pretrained(
+        tmp_path / "llm")
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "llm").state_dict()
+    spec["text_path"] = str(tmp_path / "llm")
+
+    def no_random_llm(*args, **kwargs):
+        raise AssertionError("built a random LLM although the preset's weights were loaded")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_config", no_random_llm)
+    model, _ = build_from_spec(spec)
+    got = model.language_model.state_dict()
+    assert set(got) == set(saved)
+    assert all(torch.equal(got[k], saved[k]) for k in saved)

@@ -147,9 +147,7 @@ def build_from_spec(spec: dict, dtype: str | None = None):
     config = config_from_spec(spec, text_config=llm.config if llm is not None else None)
     processor = AffectProcessor(tokenizer, config)  # resolves placeholder ids into config
     torch.manual_seed(int(spec.get("seed", 0)))
-    model = AffectForConditionalGeneration(config)
-    if llm is not None:
-        model.language_model = llm
+    model = AffectForConditionalGeneration(config, language_model=llm)
     if "audio_path" in spec:
         model.audio_tower.load_state_dict(_pretrained_tower(spec["audio_path"], config.audio_config).state_dict())
     if "vision_path" in spec:

@@ -187,12 +187,16 @@ def check_checkpoint(path: Path) -> None:
         raise ConfigError(f"checkpoint folder '{path}' is missing: {', '.join(missing)}")
 
 
-def load(preset_or_path: str | Path | None = None, dtype: str | torch.dtype | None = None) -> AffectPipeline:
+def load(preset_or_path: str | Path | None = None, dtype: str | torch.dtype | None = None,
+         merge_lora: bool = False) -> AffectPipeline:
     """A preset name (`affectllm ls`), a shipped model, a trained artifact folder (affectllm.artifact), or a folder
     written by `save_pretrained`; None: the trained default (`mini-affect` when shipped, else the untuned `mini`).
 
     `dtype`: "float32" / "bfloat16" / "float16" / a torch dtype, "auto" (the faster of bf16/fp32 on this machine,
-    see affectllm.dtypes), or None for the preset's / checkpoint config's own dtype."""
+    see affectllm.dtypes), or None for the preset's / checkpoint config's own dtype.
+
+    `merge_lora`: for answering only (chat, a one-off script): a trained artifact's LoRA is added into the weights
+    (affectllm.artifact.load_artifact), which loads and decodes faster; keep False to continue training it."""
     from .dtypes import resolve_dtype_name
     from .presets import build_preset, list_presets
 
@@ -209,7 +213,7 @@ def load(preset_or_path: str | Path | None = None, dtype: str | torch.dtype | No
     if str(preset_or_path) in list_shipped():
         from .artifact import load_artifact
 
-        pipe = load_artifact(shipped_path(str(preset_or_path)), dtype=dtype)
+        pipe = load_artifact(shipped_path(str(preset_or_path)), dtype=dtype, merge_lora=merge_lora)
         pipe.name = str(preset_or_path)
         return pipe
     if not path.is_dir():
@@ -220,7 +224,7 @@ def load(preset_or_path: str | Path | None = None, dtype: str | torch.dtype | No
     from .artifact import is_artifact, load_artifact
 
     if is_artifact(path):
-        return load_artifact(path, dtype=dtype)
+        return load_artifact(path, dtype=dtype, merge_lora=merge_lora)
     check_checkpoint(path)
     from .configuration_affect import AffectConfig
     from .modeling_affect import AffectForConditionalGeneration
@@ -234,5 +238,5 @@ def load(preset_or_path: str | Path | None = None, dtype: str | torch.dtype | No
 
 def chat(model: str | AffectPipeline | None = None, **kwargs) -> ChatResult:
     """One-shot convenience: `affectllm.chat(text="...", audio="a.wav")`."""
-    pipe = model if isinstance(model, AffectPipeline) else load(model)
+    pipe = model if isinstance(model, AffectPipeline) else load(model, merge_lora=True)
     return pipe.chat(**kwargs)

@@ -158,7 +158,8 @@ def load_artifact(path: str | Path, dtype: str | torch.dtype | None = None, merg
     """Rebuild the base (preset or folder), then apply trained projectors, towers and the LoRA adapter.
 
     `dtype`: a name, "auto" (affectllm.dtypes) or None for the base's own dtype; projectors and a fully trained
-    llm/ follow the base's dtype."""
+    llm/ follow the base's dtype. `merge_lora`: add the adapter into the weights (inference only: faster decoding,
+    and a plain LoRA is merged without importing PEFT); False keeps it a PEFT adapter that training can continue."""
     from .api import AffectPipeline, load
     from .dtypes import resolve_dtype_name
     from .processing_affect import AffectProcessor, processor_limits
@@ -187,11 +188,14 @@ def load_artifact(path: str | Path, dtype: str | torch.dtype | None = None, merg
     if result.unexpected_keys:
         raise ConfigError(f"{path / PROJECTORS_FILE} does not fit the base '{base}': {result.unexpected_keys[:3]}")
     if (path / "adapter").is_dir():
-        from peft import PeftModel
+        from .lora import merge_plain_lora
 
-        model.language_model = PeftModel.from_pretrained(model.language_model, path / "adapter")
-        if merge_lora:
-            model.language_model = model.language_model.merge_and_unload()
+        if not (merge_lora and merge_plain_lora(model.language_model, path / "adapter")):  # plain LoRA: no PEFT
+            from peft import PeftModel
+
+            model.language_model = PeftModel.from_pretrained(model.language_model, path / "adapter")
+            if merge_lora:
+                model.language_model = model.language_model.merge_and_unload()
     model.eval()
     if (path / "tokenizer_config.json").is_file():
         processor = AffectProcessor.from_pretrained(path, config=model.config)

@@ -47,7 +47,7 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         from .shipped import default_model
 
         args.model = args.model or default_model()
-        pipe = load(args.model, dtype=args.dtype)
+        pipe = load(args.model, dtype=args.dtype, merge_lora=True)  # answering only: merged LoRA, no PEFT import
         load_s = time.perf_counter() - t0
         result = pipe.chat(text=args.text, audio=args.audio, image=args.image, video=args.video, prompt=args.prompt,
                            candidates=args.candidates.split(",") if args.candidates else None,

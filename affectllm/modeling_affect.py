@@ -74,6 +74,10 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
         hidden = config.text_hidden_size
         self.language_model = (language_model if language_model is not None
                                else AutoModelForCausalLM.from_config(config.text_config))
+        if language_model is not None and language_model.config._attn_implementation is None:
+            # AffectConfig(text_config=<the LLM's own config>) resets its attention implementation; building from
+            # the config set it again, a given LLM must get it back (with None, Gemma-3 answers garbage).
+            language_model.set_attn_implementation(self.config._attn_implementation)
         self.audio_tower = self.audio_projector = None
         self.vision_tower = self.vision_projector = None
         if config.audio_config is not None:

@@ -362,3 +362,8 @@ def test_a_preset_with_saved_llm_weights_uses_them_and_draws_no_random_llm(tmp_p
     got = model.language_model.state_dict()
     assert set(got) == set(saved)
     assert all(torch.equal(got[k], saved[k]) for k in saved)
+    fresh = AutoModelForCausalLM.from_pretrained(tmp_path / "llm")
+    assert model.language_model.config._attn_implementation == fresh.config._attn_implementation
+    ids = torch.tensor([[1, 40, 50, 60, 70, 80]])
+    with torch.no_grad():
+        assert torch.allclose(model.language_model(ids).logits, fresh(ids).logits, atol=1e-6)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -31,12 +30,11 @@ from safetensors.torch import load_file, save_file
 
 from ..artifact import BASE_KEY, NORM_PARAMS, PROJECTORS_FILE, is_artifact, publish
 from ..errors import ConfigError
+from ..lora import lora_scaling, not_plain
 
 log = logging.getLogger("affectllm")
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter/adapter_config.json", "adapter/adapter_model.safetensors"
 _IGNORED_CONFIG_KEYS = {"dtype", "torch_dtype", "norm_mean", "norm_std", "_name_or_path", "transformers_version"}
-_UNSUPPORTED_LORA = {"use_dora": False, "lora_bias": False, "modules_to_save": None, "rank_pattern": {},
-                     "alpha_pattern": {}, "bias": "none"}
 
 
 def _first_difference(a, b, where: str = "") -> str | None:
@@ -53,17 +51,10 @@ def _first_difference(a, b, where: str = "") -> str | None:
     return None if a == b else where.rstrip(".")
 
 
-def lora_scaling(config: dict) -> float:
-    r = int(config["r"])
-    return float(config["lora_alpha"]) / (math.sqrt(r) if config.get("use_rslora") else r)
-
-
 def _check_lora_config(config: dict, path: Path) -> None:
-    for key, plain in _UNSUPPORTED_LORA.items():
-        value = config.get(key)
-        if value is not None and value != plain and (value or plain):
-            raise ConfigError(f"{path / ADAPTER_CONFIG}: {key}={value!r} is not supported by interpolation "
-                              f"(plain LoRA only)")
+    found = not_plain(config)
+    if found:
+        raise ConfigError(f"{path / ADAPTER_CONFIG}: {found} is not supported by interpolation (plain LoRA only)")
 
 
 def check_compatible(start: Path, end: Path) -> None:

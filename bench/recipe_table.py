@@ -34,6 +34,7 @@ ROWS = {
 }
 
 
+from affectllm.evaluation.backends import portable_text  # noqa: E402  (no machine paths in reports)
 from affectllm.model_card import cpu_model  # noqa: E402  (one reader of the CPU model for reports)
 
 
@@ -90,7 +91,8 @@ def rows_from(summary_dirs: list[Path]) -> list[dict]:
             name, metric, (corpus, split), prev = ROWS[task]
             m = res.get("metrics", {})
             untuned, prev40 = previous(prev, metric)
-            out.append({"task": task, "row": name, "metric": metric, "model": str(s.get("model", {}).get("model_id")),
+            out.append({"task": task, "row": name, "metric": metric,
+                        "model": portable_text(s.get("model", {}).get("model_id")),
                         "value": m.get(metric), "ci_low": m.get(f"{metric}_ci_low"),
                         "ci_high": m.get(f"{metric}_ci_high"), "n": res.get("n_records"),
                         "untuned": untuned, "previous_40_steps": prev40,

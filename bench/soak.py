@@ -184,7 +184,7 @@ async def run_load(url: str, mix: list, args, gw_pid: int) -> dict:
         async def killer() -> None:
             await asyncio.sleep(kill_t)
             p = engine_process(gw_pid)
-            kill.update(pid=p.pid, name=" ".join(p.cmdline()[:3]), t_s=now())
+            kill.update(pid=p.pid, name=" ".join(p.cmdline()[:3]).replace(str(REPO) + "/", ""), t_s=now())
             p.send_signal(signal.SIGKILL)
             print(f"[{now():6.1f} s] kill -9 engine pid {p.pid}", flush=True)
 

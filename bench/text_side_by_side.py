@@ -77,6 +77,7 @@ def paired(metric: str, gold, llm, base, mapper, keys) -> dict:
 
 
 def main(argv=None) -> dict:
+    from affectllm.evaluation.backends import portable_text
     from affectllm.evaluation.runner import RunContext
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -86,7 +87,7 @@ def main(argv=None) -> dict:
     root = Path(a.eval_dir)
     summary = json.loads((root / "summary.json").read_text())
     baselines = json.loads((RESULTS / "baselines.json").read_text())
-    ctx, res = RunContext(), {"eval_dir": str(root), "model": summary["model"].get("model_id"),
+    ctx, res = RunContext(), {"eval_dir": portable_text(root), "model": portable_text(summary["model"].get("model_id")),
                               "weights_hash": summary["model"].get("hash"), "tasks": {}}
     for name, t in summary["tasks"].items():
         corpus = t.get("data", {}).get("corpus")

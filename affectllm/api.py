@@ -196,7 +196,7 @@ def load(preset_or_path: str | Path | None = None, dtype: str | torch.dtype | No
     see affectllm.dtypes), or None for the preset's / checkpoint config's own dtype.
 
     `merge_lora`: for answering only (chat, a one-off script): a trained artifact's LoRA is added into the weights
-    (affectllm.artifact.load_artifact), which loads and decodes faster; keep False to continue training it."""
+    (affectllm.artifact.load_artifact) without importing PEFT, which loads faster; False keeps it trainable."""
     from .dtypes import resolve_dtype_name
     from .presets import build_preset, list_presets
 

@@ -158,8 +158,8 @@ def load_artifact(path: str | Path, dtype: str | torch.dtype | None = None, merg
     """Rebuild the base (preset or folder), then apply trained projectors, towers and the LoRA adapter.
 
     `dtype`: a name, "auto" (affectllm.dtypes) or None for the base's own dtype; projectors and a fully trained
-    llm/ follow the base's dtype. `merge_lora`: add the adapter into the weights (inference only: faster decoding,
-    and a plain LoRA is merged without importing PEFT); False keeps it a PEFT adapter that training can continue."""
+    llm/ follow the base's dtype. `merge_lora`: add the adapter into the weights (inference only; a plain LoRA is
+    merged without importing PEFT); False keeps it a PEFT adapter that training can continue."""
     from .api import AffectPipeline, load
     from .dtypes import resolve_dtype_name
     from .processing_affect import AffectProcessor, processor_limits

@@ -68,8 +68,8 @@ class AffectPreTrainedModel(PreTrainedModel):
 class AffectForConditionalGeneration(AffectPreTrainedModel):
     def __init__(self, config: AffectConfig, language_model: nn.Module | None = None):
         """`language_model`: an already loaded LLM (a preset's pretrained weights) to use as is. Building one from
-        the config only to replace it drew ~270M random numbers for Gemma-3-270M: about a third of `chat`'s load
-        time on a 2-core CPU."""
+        the config only to replace it drew ~270M random numbers for Gemma-3-270M: about a quarter of `chat`'s load
+        time on a 2-core CPU (profiled)."""
         super().__init__(config)
         hidden = config.text_hidden_size
         self.language_model = (language_model if language_model is not None

@@ -87,7 +87,8 @@ def main(argv=None) -> dict:
     root = Path(a.eval_dir)
     summary = json.loads((root / "summary.json").read_text())
     baselines = json.loads((RESULTS / "baselines.json").read_text())
-    ctx, res = RunContext(), {"eval_dir": portable_text(root), "model": portable_text(summary["model"].get("model_id")),
+    ctx, res = RunContext(), {"eval_dir": portable_text(root),
+                              "model": portable_text(summary["model"].get("model_id")),
                               "weights_hash": summary["model"].get("hash"), "tasks": {}}
     for name, t in summary["tasks"].items():
         corpus = t.get("data", {}).get("corpus")

@@ -1,8 +1,8 @@
 """Plain LoRA adapters as stored by PEFT (adapter_config.json + adapter_model.safetensors), read without PEFT.
 
 Why: importing PEFT pulls in bitsandbytes and torch's compiler stack; a one-shot `affectllm chat` that merges the
-adapter here instead took 21.4 s against 25.1 s with PEFT's adapter (bench/bench_chat.py, fresh processes, AMD EPYC,
-2 cores), decoding at about the same speed. Only plain LoRA is read here (W += s * B @ A): DoRA, trained biases,
+adapter here instead took 1.11-1.17x less process wall than with PEFT's adapter (bench/bench_chat.py, fresh
+processes, AMD EPYC, 2 cores), decoding at about the same speed. Only plain LoRA is read here (W += s * B @ A): DoRA, trained biases,
 `modules_to_save` or per-module rank/alpha patterns are left to PEFT. Weight interpolation uses the same scaling and
 the same plain-LoRA check."""
 from __future__ import annotations

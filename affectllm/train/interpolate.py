@@ -30,10 +30,12 @@ from safetensors.torch import load_file, save_file
 
 from ..artifact import BASE_KEY, NORM_PARAMS, PROJECTORS_FILE, is_artifact, publish
 from ..errors import ConfigError
-from ..lora import lora_scaling, not_plain
+from ..lora import ADAPTER_CONFIG as _LORA_CONFIG
+from ..lora import ADAPTER_WEIGHTS as _LORA_WEIGHTS
+from ..lora import lora_scaling, not_plain, read_adapter
 
 log = logging.getLogger("affectllm")
-ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter/adapter_config.json", "adapter/adapter_model.safetensors"
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = f"adapter/{_LORA_CONFIG}", f"adapter/{_LORA_WEIGHTS}"  # in an artifact
 _IGNORED_CONFIG_KEYS = {"dtype", "torch_dtype", "norm_mean", "norm_std", "_name_or_path", "transformers_version"}
 
 
@@ -143,9 +145,8 @@ def write_interpolated(start: str | Path, end: str | Path, alpha: float, out_dir
                                          alpha), str(tmp / PROJECTORS_FILE))
         if (end / ADAPTER_CONFIG).is_file():
             (tmp / "adapter").mkdir()
-            la, lb = (json.loads((p / ADAPTER_CONFIG).read_text()) for p in (start, end))
-            state, config = interpolate_lora(load_file(str(start / ADAPTER_WEIGHTS)), la,
-                                             load_file(str(end / ADAPTER_WEIGHTS)), lb, alpha)
+            (la, wa), (lb, wb) = (read_adapter(p / "adapter") for p in (start, end))
+            state, config = interpolate_lora(wa, la, wb, lb, alpha)
             save_file(state, str(tmp / ADAPTER_WEIGHTS))
             (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2))
         (tmp / "interpolation.json").write_text(json.dumps({"start": str(start), "end": str(end), "alpha": alpha},

@@ -174,5 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+_FAST_EXIT = {"chat", "ls"}  # one-shot commands that start no server, thread pool or temp dir needing teardown
+
+
+def console() -> None:
+    """The `affectllm` console script. After a one-shot `chat` the interpreter's teardown (torch's modules, a GB of
+    weights) takes ~1.5 s that nobody waits for on purpose; for such commands the exit skips it once the output is
+    flushed. In-process callers of `main()` are unaffected."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in _FAST_EXIT:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(code or 0))
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

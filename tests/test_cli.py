@@ -49,6 +49,26 @@ def test_ls_lists_presets_and_prompts(capsys):
     assert code == 0 and "tiny" in out and "mini" in out and "emotion_ov@" in out
 
 
+def test_console_fast_exit_keeps_piped_output_and_exit_code(media):
+    """The console script ends `chat` with os._exit; its piped (block-buffered) output must still arrive whole, and
+    an error must still exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe is block-buffered by default
+
+    def console(*argv: str) -> subprocess.CompletedProcess:
+        code = f"import sys; sys.argv = ['affectllm', *{list(argv)!r}]; from affectllm.cli import console; console()"
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+
+    ok = console("chat", "--model", "tiny", "--text", "hi", "--max-new-tokens", "4", "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert "labels" in json.loads(ok.stdout)["prediction"]
+    bad = console("chat", "--model", "tiny", "--audio", str(media / "empty.wav"))
+    assert bad.returncode == 2 and "empty" in bad.stderr
+
+
 def test_chat_json_on_tiny(capsys, media):
     code, out, _ = run(capsys, "chat", "--model", "tiny", "--audio", str(media / "ok.wav"), "--image",
                        str(media / "ok.png"), "--text", "hi", "--max-new-tokens", "4", "--json")

@@ -81,6 +81,8 @@ def test_limit_precedence(tmp_path):
     ({"metadata": {}}, "metadata.version is required"),
     ({"options": {"leave_one_ou": True}}, "did you mean 'leave_one_out'"),
     ({"generation": {"top_logprobs": 50}}, "top_logprobs must be 0..20"),
+    ({"dataset": {"corpus": "meld", "split": "dev", "skip": -1}}, "dataset.skip must be a non-negative integer"),
+    ({"dataset": {"corpus": "meld", "split": "dev", "skip": 5, "stratify": "label"}}, "unstratified seeded order"),
 ])
 def test_yaml_mistakes_are_clear_errors(tmp_path, over, match):
     with pytest.raises(AffectError, match=match.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")):
@@ -150,3 +152,19 @@ def test_shipped_prompts_have_versions():
             f"paraphrase/{p.stem}" for p in (REPO / "prompts" / "paraphrase").glob("*.jinja")]:
         p = get_prompt(name)
         assert p.version == "2" and p.id == f"{name}@2"
+
+
+def test_skip_takes_the_rows_a_limited_run_did_not_see():
+    """A held-out task (`skip: N`) must be disjoint from the same split at `limit: N` and continue its seeded order."""
+    from affectllm.data import Sample
+    from affectllm.evaluation.suites.base import take_subset
+
+    rows = [Sample(id=f"s{i}", corpus="meld", split="dev", text=str(i)) for i in range(50)]
+    chosen = take_subset(rows, 20, seed=0)
+    held = take_subset(rows, 20, seed=0, skip=20)
+    rest = take_subset(rows, None, seed=0, skip=20)
+    assert not {s.id for s in chosen} & {s.id for s in held}
+    assert [s.id for s in take_subset(rows, 40, seed=0)] == [s.id for s in chosen + held]
+    assert len(rest) == 30 and [s.id for s in rest[:20]] == [s.id for s in held]
+    cat = load_catalog()
+    assert cat.tasks["rec_goemotions_dev_heldout"].dataset["skip"] == cat.resolve(["model_card"])[4].limit == 500

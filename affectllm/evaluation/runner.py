@@ -264,7 +264,7 @@ def run_task(task: TaskConfig, backend: Backend, outdir: Path, ctx: RunContext, 
            "data": {"corpus": task.dataset["corpus"], "split": task.dataset["split"], "limit": task.limit,
                     "n_samples": len(samples), "n_reported": n_reported, "short_of_limit": bool(
                         task.limit is not None and n_reported < task.limit), "subset_seed": int(task.dataset.get("subset_seed", 0)),
-                    "stratify": task.dataset.get("stratify"), "sample_ids_sha": _sha(ids),
+                    "skip": int(task.dataset.get("skip", 0)), "stratify": task.dataset.get("stratify"), "sample_ids_sha": _sha(ids),
                     "manifest": task.dataset.get("manifest"), "label_set": task.dataset.get("label_set"),
                     "seen_in_training": corpus_seen(ctx, task.dataset, {s.corpus for s in samples})},
            "prompt_ids": sorted({r["prompt_id"] for r in recs if r["prompt_id"]}), "decoding": task.gen(),

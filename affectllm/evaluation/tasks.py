@@ -41,8 +41,8 @@ from ..registry import unknown_name_message
 TOP_KEYS = {"task", "include", "suite", "description", "dataset", "prompt", "generation", "parser",
             "metric_list", "options", "metadata", "headline"}
 GROUP_KEYS = {"group", "task", "description", "limit", "metadata", "include"}
-DATASET_KEYS = {"corpus", "split", "modalities", "filter", "limit", "stratify", "subset_seed", "pair_with", "manifest",
-                "label_set"}
+DATASET_KEYS = {"corpus", "split", "modalities", "filter", "limit", "stratify", "subset_seed", "skip", "pair_with",
+                "manifest", "label_set"}
 PAIR_KEYS = {"corpus", "split", "modalities", "filter", "manifest"}
 ALL_ROWS = "all"                 # the split of a manifest task that reads every row
 PROMPT_KEYS = {"name", "vars"}
@@ -218,6 +218,11 @@ def build_task(data: dict, path: Path) -> TaskConfig:
             if m not in MODALITY_NAMES:
                 raise ConfigError(f"{where}: {label}: {unknown_name_message('modality', m, MODALITY_NAMES)}")
     _int_or_none(ds.get("limit"), f"{where}: dataset")
+    if ds.get("skip") is not None:
+        if isinstance(ds["skip"], bool) or not isinstance(ds["skip"], int) or ds["skip"] < 0:
+            raise ConfigError(f"{where}: dataset.skip must be a non-negative integer, got {ds['skip']!r}")
+        if ds.get("stratify"):
+            raise ConfigError(f"{where}: dataset.skip works on the unstratified seeded order only (drop `stratify`)")
     prompt = data.get("prompt") or {}
     _check_keys(prompt, PROMPT_KEYS, f"{where}: prompt")
     if not isinstance(prompt.get("name"), str):

@@ -81,11 +81,18 @@ def filter_samples(samples: list[Sample], flt: dict | None) -> list[Sample]:
     return samples
 
 
-def take_subset(samples: list[Sample], limit: int | None, seed: int = 0, stratify: str | None = None) -> list[Sample]:
+def take_subset(samples: list[Sample], limit: int | None, seed: int = 0, stratify: str | None = None,
+                skip: int = 0) -> list[Sample]:
     """A seeded subset of `limit` samples; with `stratify`, round-robin over the groups of that field so every
-    group is represented. The order is the seeded order (fixed for a given subset seed)."""
+    group is represented. The order is the seeded order (fixed for a given subset seed). `skip` drops the first
+    `skip` of that order (unstratified only): the rows a run with `limit: skip` did not see, so a number chosen on
+    those rows can be checked on disjoint ones of the same split."""
     order = list(samples)
     random.Random(seed).shuffle(order)
+    if skip:
+        if stratify:
+            raise ConfigError("dataset.skip works on the unstratified seeded order only (drop `stratify`)")
+        order = order[skip:]
     if limit is None or limit >= len(order):
         return order
     if not stratify:
@@ -141,7 +148,8 @@ class Suite:
         wanted = set(ds.get("modalities") or [])
         if wanted:
             samples = [s for s in samples if wanted & set(s.modalities())]
-        return take_subset(samples, task.limit, int(ds.get("subset_seed", 0)), ds.get("stratify"))
+        return take_subset(samples, task.limit, int(ds.get("subset_seed", 0)), ds.get("stratify"),
+                           int(ds.get("skip", 0)))
 
     def candidates(self, task, sample: Sample) -> list[str] | None:
         return label_names(task.options.get("candidates") or task.dataset.get("label_set") or sample.label_set)

@@ -97,7 +97,7 @@ def _merged_summaries(folders: list[str] | None) -> dict | None:
     for folder, other in zip(folders[1:], runs[1:]):
         twice = sorted(set(merged["tasks"]) & set(other["tasks"]))
         if twice:
-            raise ValueError(f"{folder}: task(s) {twice} already come from an earlier --untuned run")
+            raise ValueError(f"{folder}: task(s) {twice} already come from an earlier run of the same model")
         merged["tasks"].update(other["tasks"])
         merged["run"]["command"] = f"{merged['run'].get('command', '')}` and `{other.get('run', {}).get('command', '')}"
     return merged
@@ -175,8 +175,13 @@ def _table(rows: list[dict], seen: bool | None) -> list[str]:
 
 
 def _train_facts(log: str | Path | None) -> dict:
+    """From a run's metrics.jsonl, or from a .json of these facts kept when the log itself stayed on the machine
+    that trained the stage (docs/results/model_card/train_facts_*.json)."""
     if not log or not Path(log).is_file():
         return {}
+    if Path(log).suffix == ".json":
+        facts = json.loads(Path(log).read_text())
+        return {k: facts[k] for k in ("steps", "train_s", "loss_first_last") if k in facts}
     steps = [json.loads(x) for x in Path(log).read_text().splitlines() if x.strip()]
     if not steps:
         return {}
@@ -256,6 +261,20 @@ def _stage_lines(label: str, text: str, recipe: dict, shipped_as: str | None, fa
     return lines
 
 
+def _selection_caveat(recipe: dict, summary: dict) -> str:
+    """What the dev rows are worth: chosen on a sample of dev, or (bars_dev) on the very rows reported."""
+    text = ("The data kit has no GoEmotions or MELD test split: their dev split is the held-out one. RAVDESS and CK+ "
+            "test speakers/subjects were never used for any choice. ")
+    if (recipe.get("run") or {}).get("eval_task") == "bars_dev":
+        text += ("The model was chosen on the very RAVDESS, CK+, GoEmotions and MELD dev rows reported here "
+                 "(`bars_dev`), so those dev numbers are biased upwards")
+        held = sorted(t for t in summary.get("tasks", {}) if t.endswith("_dev_heldout"))
+        return text + (f"; {', '.join(f'`{t}`' for t in held)} score dev rows disjoint from them, which no choice "
+                       "saw." if held else "; run group `bars_dev_heldout` for dev rows no choice saw.")
+    return text + ("The checkpoint was chosen on a small sample of dev, so text numbers carry a small selection "
+                   "bias.")
+
+
 def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselines: dict, eval_dir: Path,
            facts: list[dict]) -> str:
     """`facts`: per training stage (earliest first), {"train": _train_facts(log), "wall_s", "machine"}."""
@@ -307,14 +326,13 @@ def render(name: str, folder: Path, summary: dict, untuned: dict | None, baselin
                 else f"the best of the run by {_criterion(recipe)}")
         lines.append(f"- checkpoint: {chosen}, {best} "
                      f"({selection.get('value', float('nan')):.3f}: {parts}; "
-                     f"{(recipe.get('run') or {}).get('eval_limit')} stratified dev samples per task)")
+                     f"at most {(recipe.get('run') or {}).get('eval_limit')} dev samples per task of eval group "
+                     f"`{(recipe.get('run') or {}).get('eval_task')}`)")
     cmd = summary.get("run", {}).get("command", "")
     lines += ["", "## Results", "",
               f"Measured with `{cmd}` (eval group `model_card`, greedy, bootstrap 95% CIs)"
               + (f"; untuned base: `{untuned.get('run', {}).get('command', '')}`" if untuned else "") + ".",
-              "The data kit has no GoEmotions or MELD test split: their dev split is the held-out one, and the "
-              "checkpoint was chosen on a stratified sample of it (and of RAVDESS/CK+ dev), so text numbers carry "
-              "a small selection bias; RAVDESS and CK+ test speakers/subjects were never used for any choice.", "",
+              _selection_caveat(recipe, summary), "",
               "### In-domain (corpora in the training mixture)", ""]
     lines += _table(rows, True)
     lines += ["", "### Zero-shot transfer (corpora the model never trained on)", ""]
@@ -404,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description="Write MODEL_CARD.md for a shipped model from its measurements.")
     ap.add_argument("name", help="the shipped model (affectllm/shipped/NAME)")
-    ap.add_argument("--eval", required=True, help="`affectllm eval --tasks model_card` output folder of the model")
+    ap.add_argument("--eval", required=True, nargs="+", help="`affectllm eval --tasks model_card` output folder of "
+                    "the model (then any further runs of it, e.g. group bars_dev_heldout; a task in two is refused)")
     ap.add_argument("--untuned", nargs="*", help="the same group run against the untuned base (optional; several "
                     "folders when tasks were run separately)")
     ap.add_argument("--baselines", default=str(REPO / "docs" / "results" / "baselines.json"))
@@ -417,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(REPO / "MODEL_CARD.md"))
     args = ap.parse_args(argv)
     folder = shipped_path(args.name)
-    summary = _summary(args.eval)
+    summary = _merged_summaries(args.eval)
     untuned = _merged_summaries(args.untuned)
     baselines = json.loads(Path(args.baselines).read_text()) if Path(args.baselines).is_file() else {}
     import os
@@ -430,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = [{"train": _train_facts(None if log == "-" else log), "wall_s": None if wall == "-" else float(wall),
               "machine": None if machine == "-" else machine}
              for log, wall, machine in zip(pad(args.train_log), pad(args.wall_s), machines)]
-    text = render(args.name, folder, summary, untuned, baselines, Path(args.eval), facts)
+    text = render(args.name, folder, summary, untuned, baselines, Path(args.eval[0]), facts)
     Path(args.out).write_text(text)
     print(f"wrote {args.out}")
     return 0

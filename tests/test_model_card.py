@@ -197,3 +197,29 @@ def test_a_bar_margin_selection_is_named_as_such(tmp_path, monkeypatch):
     card = _card_without_results("barred", tmp_path)
     assert "mean dev headline" not in card
     assert "by the worst margin to the bars" in card and "checkpoint: interpolation weight a = 0.5, the best" in card
+    assert "biased upwards" in card and "run group `bars_dev_heldout`" in card  # chosen on the reported dev rows
+    from affectllm.model_card import main
+
+    held = tmp_path / "heldout"
+    held.mkdir()
+    (held / "summary.json").write_text(json.dumps({"run": {"command": "affectllm eval --tasks bars_dev_heldout"},
+                                                   "tasks": {"rec_meld_dev_heldout": {"status": "failed: x"}}}))
+    out = tmp_path / "CARD2.md"
+    assert main(["barred", "--eval", str(tmp_path / "eval"), str(held), "--out", str(out)]) == 0
+    assert "`rec_meld_dev_heldout` score dev rows disjoint from them" in out.read_text()
+    with pytest.raises(ValueError, match="already come from an earlier run"):
+        main(["barred", "--eval", str(held), str(held), "--out", str(out)])
+
+
+def test_train_facts_come_from_a_log_or_from_a_kept_facts_file(tmp_path):
+    """A stage trained elsewhere keeps its facts in a .json (its metrics.jsonl stayed on that machine); a log gives the
+    same three facts, summed from its steps."""
+    from affectllm.model_card import _train_facts
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("\n".join(json.dumps({"step": i, "step_s": 2.0, "loss": 5.0 - i}) for i in (1, 2, 3)) + "\n")
+    assert _train_facts(log) == {"steps": 3, "train_s": 6.0, "loss_first_last": (4.0, 2.0)}
+    kept = tmp_path / "facts.json"
+    kept.write_text(json.dumps({"source": "elsewhere", "steps": 1000, "train_s": 3744, "loss_first_last": [4.16, 0.34]}))
+    assert _train_facts(kept) == {"steps": 1000, "train_s": 3744, "loss_first_last": [4.16, 0.34]}
+    assert _train_facts(tmp_path / "missing.jsonl") == {}

@@ -167,4 +167,5 @@ def test_skip_takes_the_rows_a_limited_run_did_not_see():
     assert [s.id for s in take_subset(rows, 40, seed=0)] == [s.id for s in chosen + held]
     assert len(rest) == 30 and [s.id for s in rest[:20]] == [s.id for s in held]
     cat = load_catalog()
-    assert cat.tasks["rec_goemotions_dev_heldout"].dataset["skip"] == cat.resolve(["model_card"])[4].limit == 500
+    card = {t.name: t for t in cat.resolve(["model_card"])}
+    assert cat.tasks["rec_goemotions_dev_heldout"].dataset["skip"] == card["rec_goemotions_dev_random"].limit == 500

@@ -14,6 +14,7 @@ from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .configuration_affect import GRID_VISION_TOWERS, AffectConfig
+from .decode_head import decoding_head
 from .errors import ConfigError, PlaceholderMismatchError
 from .projectors import build_projector
 
@@ -342,7 +343,8 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
         if not kwargs["do_sample"]:
             for key in ("temperature", "top_p", "top_k"):
                 kwargs.setdefault(key, None)
-        return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
+        with decoding_head(self.language_model):
+            return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 
 AutoModel.register(AffectConfig, AffectForConditionalGeneration)

@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suites", help="with --manifest: comma-separated subset of zero_shot, calibration, "
                                     "prompt_sensitivity, hallucination, fairness (default: all)")
     p.add_argument("--list", action="store_true", help="list tasks and groups, then exit")
+    p.add_argument("--plan", action="store_true", help="with --tasks (and --limit): print each task's n, its split's size, "
+                   "requests and the worst-case 95%% CI half-width, then exit (no model)")
     p.add_argument("--compare", nargs="+", metavar="RUN",
                    help="finished eval folders to compare side by side (with --output): headline metrics with n and "
                         "CIs; refused when a shared task's version differs")
@@ -82,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list:
         return list_tasks()
+    if args.plan:
+        from .sizing import format_plan, plan_tasks
+        from .tasks import resolve_tasks
+
+        if not args.tasks:
+            raise AffectError("--plan needs --tasks")
+        print(format_plan(plan_tasks(resolve_tasks(args.tasks, args.limit), args.data)))
+        return 0
     if args.compare:
         from .compare import compare_runs
 

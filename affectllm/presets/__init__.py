@@ -85,9 +85,36 @@ def load_tokenizer(spec: dict):
         from ..tiny_tokenizer import build_tiny_tokenizer
 
         return build_tiny_tokenizer()
+    path = _local_dir(ref, "tokenizer")
+    if ref in WEIGHTS_REFS:
+        return _tokenizer_from_json(path)
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(_local_dir(ref, "tokenizer"))
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _tokenizer_from_json(path: Path):
+    """The embedded LLMs' tokenizer straight from its tokenizer.json (one Rust parse), equal to AutoTokenizer's.
+
+    Why: AutoTokenizer took 6-7 s of a ~25 s `affectllm chat` for Gemma's 33 MB file on a 2-core CPU: it parses the
+    file in Python for the added tokens, and GemmaTokenizer rebuilds the 262k vocabulary and 515k merges in Python;
+    this takes ~2.5 s. Only for the folders this package writes (`weights:` references), where tests/test_chat_speed.py
+    checks ids, decoding, special tokens and chat template against AutoTokenizer; any other folder keeps
+    AutoTokenizer and whatever its model-specific class does."""
+    from transformers import TokenizersBackend
+    from transformers.models.auto.tokenization_auto import tokenizer_class_from_name
+
+    config = json.loads((path / "tokenizer_config.json").read_text())
+    cls = tokenizer_class_from_name(config.pop("tokenizer_class", "TokenizersBackend")) or TokenizersBackend
+    for key in ("backend", "is_local", "local_files_only", "auto_map"):
+        config.pop(key, None)
+    config.setdefault("padding_side", cls.padding_side)  # GemmaTokenizer pads left by class attribute
+    config.setdefault("truncation_side", cls.truncation_side)
+    tok = TokenizersBackend(tokenizer_file=str(path / "tokenizer.json"), name_or_path=str(path), **config)
+    template = path / "chat_template.jinja"
+    if template.exists() and tok.chat_template is None:
+        tok.chat_template = template.read_text()
+    return tok
 
 
 def _affect_kwargs(spec: dict) -> dict:

@@ -84,6 +84,9 @@ def test_forced_float16_head_is_close_to_float32_and_restored_after(small_vocab,
     assert not torch.equal(half, ref)  # it really took the float16 path ...
     torch.testing.assert_close(half, ref, atol=2e-3, rtol=2e-3)  # ... within float16 rounding
     assert torch.equal(after, ref) and "forward" not in lm.lm_head.__dict__
+    many = torch.randn(decode_head.MAX_ROWS + 1, 64)  # a prefill-sized product stays in float32
+    with torch.no_grad(), decode_head.decoding_head(lm):
+        assert torch.equal(lm.lm_head(many), many @ lm.lm_head.weight.T)
 
 
 def test_gradients_and_float32_choice_pass_through(small_vocab, monkeypatch):

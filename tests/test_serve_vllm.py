@@ -17,7 +17,7 @@ import time
 import httpx
 import pytest
 
-from serve_helpers import MEDIA, image_part, make_lora_artifact, png_bytes, reference
+from serve_helpers import MEDIA, image_part, make_lora_artifact, png_bytes, processor_messages, reference
 
 pytestmark = pytest.mark.vllm
 KEY = "vllm-test-key"
@@ -185,7 +185,8 @@ def test_candidate_scoring_refused_with_lora_on(http):
 def test_candidate_scoring_in_vllm_with_the_lora_merged(tmp_path):
     """A LoRA artifact served with `merge_lora` (its adapter folded into the LLM, no LoRA in the engine): text
     candidates are scored in the engine (prompt_logprobs) and equal the unmerged artifact's log-likelihoods under
-    transformers, also through the eval suite's client; greedy answers agree too; media are a 501."""
+    transformers, also through the eval suite's client; greedy answers agree too; a face is scored on the gateway's
+    merged copy (vLLM has no prompt logprobs for embeddings) and equals transformers too."""
     from affectllm.artifact import load_artifact
     from affectllm.evaluation.backends import HFBackend, OpenAIBackend, Request
     from affectllm.serve.config import ServeConfig
@@ -219,9 +220,13 @@ def test_candidate_scoring_in_vllm_with_the_lora_merged(tmp_path):
                 "temperature": 0, "return_token_ids": True})
             assert answer.status_code == 200, answer.text
             assert answer.json()["choices"][0]["token_ids"] == reference(unmerged, content, 12)[0]
+        face = [{"role": "user", "content": MEDIA["image"]()}]  # prompt embeddings: scored on the gateway's copy
         media = httpx.post(f"{running.url}/v1/affect/score", timeout=120, json={
-            "model": "merged", "candidates": cands, "messages": [{"role": "user", "content": MEDIA["image"]()}]})
-        assert media.status_code == 501 and "prompt embeddings" in media.text
+            "model": "merged", "candidates": cands, "messages": face})
+        assert media.status_code == 200, media.text
+        local_face = unmerged.score_candidates(processor_messages(MEDIA["image"]()), cands)
+        assert max(local_face) - min(local_face) > 1e-2
+        assert media.json()["logliks"] == pytest.approx(local_face, abs=1e-3)
     finally:
         running.stop()
         shutil.rmtree(short_tmp, ignore_errors=True)

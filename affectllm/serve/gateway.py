@@ -112,8 +112,9 @@ class Gateway:
         """affectllm extension `POST /v1/affect/score` {model, messages, candidates: [answer text, ...], end?} ->
         {logliks: [...]}: the teacher-forced log-likelihood of each candidate answer (the eval suite's scored
         candidates). The transformers engine scores in-process. Under vLLM the engine scores text prompts of a
-        model served without LoRA support (token ids + `prompt_logprobs`); 501 with the reason otherwise (media
-        reach vLLM as embeddings, which have no prompt logprobs; LoRA + prompt logprobs crash vLLM 0.32)."""
+        model served without LoRA support (token ids + `prompt_logprobs`), and the gateway scores prompts with media
+        on its own copy of that model (media reach vLLM as embeddings, which have no prompt logprobs); with LoRA in
+        the engine, a 501 with the reason (LoRA + prompt logprobs crash vLLM 0.32)."""
         from .backends import HFBackend, VLLMBackend
 
         cands = body.pop("candidates", None)
@@ -140,11 +141,14 @@ class Gateway:
                                     "here: serve a LoRA artifact with --merge-lora (no LoRA in the engine) or "
                                     "--backend hf; a base model served without --runtime-lora-dir is scored by vLLM", code="scoring_unsupported")
             if _has_media(messages):
-                raise APIError(501, "under vLLM, candidates are scored for text-only prompts: media reach the engine "
-                                    "as prompt embeddings, for which vLLM gives no prompt logprobs (serve with "
-                                    "--backend hf to score media tasks)", code="scoring_unsupported")
-            rows = await asyncio.to_thread(_answer_rows, served, messages, cands)
-            lls = await self.backend.score(served, rows, end)
+                # Media reach vLLM as prompt embeddings, for which it gives no prompt logprobs. Without LoRA in the
+                # engine, the gateway's own copy (which computes those embeddings) has the engine's weights and
+                # dtype: the base, or the artifact merged. It scores there, as the transformers engine does.
+                loop = asyncio.get_running_loop()
+                lls = await loop.run_in_executor(self.executor, _score_candidates, served, messages, cands, end)
+            else:
+                rows = await asyncio.to_thread(_answer_rows, served, messages, cands)
+                lls = await self.backend.score(served, rows, end)
         else:
             loop = asyncio.get_running_loop()
             lls = await loop.run_in_executor(self.backend.executor, _score_candidates, served, messages, cands, end)

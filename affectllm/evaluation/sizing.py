@@ -12,7 +12,7 @@ holds, the requests per sample (prompt variants, perturbations, yes/no pairs), a
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 Z95 = 1.959964
 TARGET_HALF_WIDTH = 0.05
@@ -34,9 +34,6 @@ class TaskPlan:
     requests: int     # model requests (n x variants, pairs, fit + eval ...)
     half_width: float  # worst case for a rate over the n samples
     verdict: str      # "ok" | "whole split" | "too small"
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "half_width": round(self.half_width, 4)}
 
 
 def verdict(n: int, available: int) -> str:

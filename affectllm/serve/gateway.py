@@ -134,24 +134,22 @@ class Gateway:
                                  self.cfg)
         served = self.model(req.model)
         messages, _ = await self.content.convert(req.messages)
-        if isinstance(self.backend, VLLMBackend):
-            if self.backend.lora_enabled:
-                raise APIError(501, "this vLLM engine runs with LoRA support, and vLLM 0.32 crashes computing prompt "
-                                    "logprobs with LoRA on (vllm-project/vllm#16668), so candidates are not scored "
-                                    "here: serve a LoRA artifact with --merge-lora (no LoRA in the engine) or "
-                                    "--backend hf; a base model served without --runtime-lora-dir is scored by vLLM", code="scoring_unsupported")
-            if _has_media(messages):
-                # Media reach vLLM as prompt embeddings, for which it gives no prompt logprobs. Without LoRA in the
-                # engine, the gateway's own copy (which computes those embeddings) has the engine's weights and
-                # dtype: the base, or the artifact merged. It scores there, as the transformers engine does.
-                loop = asyncio.get_running_loop()
-                lls = await loop.run_in_executor(self.executor, _score_candidates, served, messages, cands, end)
-            else:
-                rows = await asyncio.to_thread(_answer_rows, served, messages, cands)
-                lls = await self.backend.score(served, rows, end)
+        vllm = isinstance(self.backend, VLLMBackend)
+        if vllm and self.backend.lora_enabled:
+            raise APIError(501, "this vLLM engine runs with LoRA support, and vLLM 0.32 crashes computing prompt "
+                                "logprobs with LoRA on (vllm-project/vllm#16668), so candidates are not scored "
+                                "here: serve a LoRA artifact with --merge-lora (no LoRA in the engine) or "
+                                "--backend hf; a base model served without --runtime-lora-dir is scored by vLLM", code="scoring_unsupported")
+        if vllm and not _has_media(messages):
+            rows = await asyncio.to_thread(_answer_rows, served, messages, cands)
+            lls = await self.backend.score(served, rows, end)
         else:
-            loop = asyncio.get_running_loop()
-            lls = await loop.run_in_executor(self.backend.executor, _score_candidates, served, messages, cands, end)
+            # In process. Under vLLM this is for media, which reach the engine as prompt embeddings (no prompt
+            # logprobs): without LoRA in the engine, the gateway's own copy (which computes those embeddings) has
+            # the engine's weights and dtype, the base or the artifact merged.
+            executor = self.executor if vllm else self.backend.executor
+            lls = await asyncio.get_running_loop().run_in_executor(executor, _score_candidates, served, messages,
+                                                                   cands, end)
         return {"object": "affect.score", "model": req.model, "logliks": lls}
 
     async def _sse(self, req: ChatRequest, deltas, n_prompt: int, tok):

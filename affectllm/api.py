@@ -78,9 +78,21 @@ class AffectPipeline:
     @torch.no_grad()
     def generate(self, conversations: list[list[dict]], max_new_tokens: int = 200, **generate_kwargs) -> list[str]:
         batch = self.processor(conversations)
+        generate_kwargs.setdefault("draft_phrases", self.draft_phrases())
         out = self.model.generate(**batch, max_new_tokens=max_new_tokens,
                                   pad_token_id=self.processor.tokenizer.pad_token_id, **generate_kwargs)
         return [self.processor.decode(row) for row in out]
+
+    def draft_phrases(self) -> list[int]:
+        """The training targets' fixed wording as token ids, the fixed part of greedy decoding's drafts
+        (affectllm/draft_decoding.py); tokenised once per pipeline."""
+        if getattr(self, "_draft_phrases", None) is None:
+            from .data.targets import template_phrases
+            from .draft_decoding import phrase_source
+
+            tok = self.processor.tokenizer
+            self._draft_phrases = phrase_source([tok.encode(p, add_special_tokens=False) for p in template_phrases()])
+        return self._draft_phrases
 
     def score_candidates(self, messages: list[dict], candidates: list[str], end: str | None = None) -> list[float]:
         """Log-likelihood of each candidate as the beginning of the answer to `messages` (the eval suite's scored

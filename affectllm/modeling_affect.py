@@ -13,8 +13,9 @@ from torch import nn
 from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from . import draft_decoding
 from .configuration_affect import GRID_VISION_TOWERS, AffectConfig
-from .decode_head import decoding_head
+from .decode_half import decoding_in_half
 from .errors import ConfigError, PlaceholderMismatchError
 from .projectors import build_projector
 
@@ -336,14 +337,20 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
         return torch.tanh(logits / cap) * cap if cap else logits
 
     @torch.no_grad()
-    def generate(self, input_ids=None, attention_mask=None, **kwargs) -> torch.Tensor:
-        """Greedy by default. Returns only the new tokens ([B, new])."""
+    def generate(self, input_ids=None, attention_mask=None, draft_phrases=None, **kwargs) -> torch.Tensor:
+        """Greedy by default. Returns only the new tokens ([B, new]). `draft_phrases` (token ids from
+        `draft_decoding.phrase_source`): plain greedy calls of one sequence check drafted tokens several at a time
+        (affectllm/draft_decoding.py, same text, fewer weight reads); other calls ignore it."""
         embeds = self.build_inputs_embeds(input_ids, **self._media_kwargs(kwargs))
         kwargs.setdefault("do_sample", False)
         if not kwargs["do_sample"]:
             for key in ("temperature", "top_p", "top_k"):
                 kwargs.setdefault(key, None)
-        with decoding_head(self.language_model):
+        with decoding_in_half(self.language_model):
+            if draft_phrases is not None and draft_decoding.applicable(self.language_model, embeds, attention_mask,
+                                                                       kwargs):
+                return draft_decoding.draft_greedy(self.language_model, embeds, attention_mask, input_ids,
+                                                   draft_phrases, **kwargs)
             return self.language_model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **kwargs)
 
 

@@ -101,6 +101,20 @@ def tower_speech_cues(path: str) -> dict:
     return _PROSODY_TOWER.summary_cues(load_audio(path, _PROSODY_TOWER.config.sampling_rate))
 
 
+def template_phrases() -> list[str]:
+    """The fixed wording of the answers this module writes (JSON scaffold, evidence openings, prosody and face
+    sentences, the no-cue-word ending), rendered with example values: what a model trained on these targets
+    writes over and over, for drafting tokens (affectllm.draft_decoding). Numbers in it are placeholders."""
+    example = {"pitch_mean_hz": 200.0, "pitch_std_hz": 20.0, "pitch_range_semitones": 10.0, "energy_db_mean": -40.0,
+               "speaking_rate_hz": 4.0, "voiced_ratio": 0.5, "active_s": 1.5}
+    evidence = ["audio (prosody)", "image (face)", "video (face)", "text (words)"]
+    cut = "<end>"  # the answer's opening up to the evidence, as target_json writes it, without the closing quote
+    return ([json.dumps({"labels": ["x"], "explanation": f"Evidence: {e}.{cut}"}).split(cut)[0] for e in evidence]
+            + [describe_tower_speech(example), *IMAGE_SOURCES.values(), DEFAULT_IMAGE_SOURCE,
+               *(intro.format(speaker="The speaker") + ' "' for intro in TEXT_INTROS.values()),
+               '"; it contains none of the listed emotion cue words."}'])
+
+
 def describe_tower_speech(cues: dict) -> str:
     """Absolute measured values only (no comparison with recordings the model never hears)."""
     f0, spread, semis = cues.get("pitch_mean_hz"), cues.get("pitch_std_hz"), cues.get("pitch_range_semitones")

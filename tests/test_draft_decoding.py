@@ -1,0 +1,112 @@
+"""Drafted greedy decoding (affectllm/draft_decoding.py) must return exactly what transformers' greedy `generate`
+returns, whatever the drafts: right drafts are kept, wrong ones cost a pass and are dropped from the cache, an
+end-of-sequence token stops it, and anything but plain greedy decoding of one sequence goes to `generate`."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from affectllm import draft_decoding as dd
+from conftest import build_tiny
+
+GEMMA = {"model_type": "gemma3_text", "vocab_size": 266, "hidden_size": 64, "intermediate_size": 128,
+         "num_hidden_layers": 2, "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 64,
+         "max_position_embeddings": 2048, "sliding_window": 512, "layer_types": ["sliding_attention", "full_attention"],
+         "tie_word_embeddings": True, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+TEXTS = ["I waited two hours and nobody called.", "What a lovely surprise!", "ok"]
+
+
+def test_draft_copies_what_followed_the_longest_earlier_match():
+    source = [5, 6, 7, 8, 9, dd.SEPARATOR, 1, 2, 6, 7, 3, 4]
+    assert dd.draft(source, [0, 6, 7], 3) == [3, 4]  # the latest occurrence of (6, 7) wins
+    assert dd.draft(source, [5, 6, 7], 3) == [8, 9]  # a 3-token match beats it; the separator ends the draft
+    assert dd.draft(source, [0, 0, 9], 3) == []  # one matching token is not enough context
+    assert dd.draft(source, [6, 7], 0) == []
+    assert dd.phrase_source([[1, 2], [3]]) == [1, 2, dd.SEPARATOR, 3, dd.SEPARATOR]
+
+
+@pytest.fixture(scope="module", params=["llama", "gemma3"])
+def pipe(request):
+    torch.manual_seed(0)
+    p = build_tiny(text_config=GEMMA) if request.param == "gemma3" else build_tiny()
+    if request.param == "llama":  # larger random weights: answers that wander instead of repeating one token
+        with torch.no_grad():  # (the tiny Gemma repeats one token whatever the scale; it checks the sliding cache)
+            for w in p.model.language_model.parameters():
+                if w.dim() == 2:
+                    w.normal_(0.0, 0.3)
+    p.model.eval()
+    return p
+
+
+def _batch(pipe, text):
+    messages, _ = pipe.build_messages(text=text)
+    return pipe.processor([messages])
+
+
+def _plain(pipe, batch, **kw):
+    return pipe.model.generate(**batch, max_new_tokens=kw.pop("max_new_tokens", 40), **kw)[0].tolist()
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_same_tokens_as_generate_whatever_the_drafts(pipe, text):
+    batch = _batch(pipe, text)
+    want = _plain(pipe, batch)
+    lm = pipe.model.language_model
+    embeds = pipe.model.build_inputs_embeds(batch["input_ids"])
+    good = dd.phrase_source([want[3:20]])  # the answer itself: long runs of right drafts
+    bad = dd.phrase_source([[t + 1 for t in want], list(range(3, 60))])  # contexts that match, continuations that don't
+    for phrases in (good, bad, []):
+        stats: dict = {}
+        got = dd.draft_greedy(lm, embeds, batch["attention_mask"], batch["input_ids"], phrases, stats,
+                              max_new_tokens=40)
+        assert got[0].tolist() == want
+        assert stats["tokens"] == len(want) and stats["passes"] <= len(want)
+    stats = {}
+    dd.draft_greedy(lm, embeds, batch["attention_mask"], batch["input_ids"], good, stats, max_new_tokens=40)
+    assert stats["accepted"] >= 10 and stats["passes"] < len(want) - 8  # the right drafts saved passes
+
+
+def test_stops_at_an_end_token_drafted_or_not(pipe):
+    batch = _batch(pipe, TEXTS[0])
+    free = _plain(pipe, batch)
+    stop_at = max(set(free), key=free.index)  # the token the answer reaches last for the first time
+    assert free.index(stop_at) >= 1
+    want = _plain(pipe, batch, eos_token_id=stop_at)
+    assert want[-1] == stop_at and len(want) < len(free)
+    lm, embeds = pipe.model.language_model, pipe.model.build_inputs_embeds(batch["input_ids"])
+    for phrases in (dd.phrase_source([free]), []):  # the end token drafted as part of a run, or never drafted
+        got = dd.draft_greedy(lm, embeds, batch["attention_mask"], batch["input_ids"], phrases,
+                              max_new_tokens=40, eos_token_id=stop_at)
+        assert got[0].tolist() == want
+    short = dd.draft_greedy(lm, embeds, batch["attention_mask"], batch["input_ids"], dd.phrase_source([free]),
+                            max_new_tokens=7)
+    assert short[0].tolist() == free[:7]
+
+
+def test_model_generate_uses_drafts_only_for_plain_greedy_calls(pipe, monkeypatch):
+    batch = _batch(pipe, TEXTS[1])
+    calls = []
+    real = dd.draft_greedy
+    monkeypatch.setattr(dd, "draft_greedy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    phrases = dd.phrase_source([[5, 6, 7]])
+    assert _plain(pipe, batch, draft_phrases=phrases) == _plain(pipe, batch) and len(calls) == 1
+    _plain(pipe, batch, draft_phrases=phrases, do_sample=True, temperature=0.7)  # sampling
+    _plain(pipe, batch, draft_phrases=phrases, repetition_penalty=1.3)  # changes the argmax
+    _plain(pipe, batch, draft_phrases=phrases, max_new_tokens=240)  # past the gemma window (llama: no window)
+    two = pipe.processor([pipe.build_messages(text=t)[0] for t in TEXTS[:2]])
+    pipe.model.generate(**two, max_new_tokens=4, draft_phrases=phrases)  # a padded batch of two
+    window = getattr(pipe.model.language_model.config, "sliding_window", None)
+    assert len(calls) == (2 if window is None else 1)
+    lm, embeds = pipe.model.language_model, pipe.model.build_inputs_embeds(batch["input_ids"])
+    assert not dd.applicable(lm, embeds, None, {"max_new_tokens": 8, "output_scores": True})
+    assert not dd.applicable(lm, embeds, None, {"max_new_tokens": 8, "num_beams": 2})
+    assert dd.applicable(lm, embeds, None, {"max_new_tokens": 8, "do_sample": False, "temperature": None})
+
+
+def test_pipeline_chat_drafts_from_the_training_templates(pipe):
+    from affectllm.data.targets import template_phrases
+
+    phrases = pipe.draft_phrases()
+    assert phrases.count(dd.SEPARATOR) == len(template_phrases()) and pipe.draft_phrases() is phrases
+    plain = pipe.generate([pipe.build_messages(text=TEXTS[0])[0]], max_new_tokens=24, draft_phrases=None)
+    assert pipe.generate([pipe.build_messages(text=TEXTS[0])[0]], max_new_tokens=24) == plain

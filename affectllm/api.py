@@ -91,7 +91,7 @@ class AffectPipeline:
             from .draft_decoding import phrase_source
 
             tok = self.processor.tokenizer
-            self._draft_phrases = phrase_source([tok.encode(p, add_special_tokens=False) for p in template_phrases()])
+            self._draft_phrases = phrase_source(template_phrases(), lambda p: tok.encode(p, add_special_tokens=False))
         return self._draft_phrases
 
     def score_candidates(self, messages: list[dict], candidates: list[str], end: str | None = None) -> list[float]:

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any, Sequence
+import re
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -24,6 +25,7 @@ from torch import nn
 DRAFT_TOKENS = 5  # drafted tokens per pass: replaying the served v5 eval answers, 5 gave fewer weight reads than 3 or 7
 NGRAM = (3, 2)  # longest then shortest context that must match before a draft is copied
 SEPARATOR = -1  # between phrases in the draft source: a draft never runs across it
+NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # Keys a plain greedy call may carry; anything else (streamer, logits_processor, output_scores ...) falls back.
 PLAIN_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "pad_token_id", "eos_token_id",
               "num_beams", "num_return_sequences"}
@@ -69,11 +71,15 @@ def draft(source: Sequence[int], history: Sequence[int], k: int) -> list[int]:
     return []
 
 
-def phrase_source(phrases: Sequence[Sequence[int]]) -> list[int]:
-    """Tokenised phrases joined by SEPARATOR, the fixed part of the draft source."""
+def phrase_source(phrases: Sequence[str], encode: Callable[[str], list[int]]) -> list[int]:
+    """The fixed part of the draft source: `phrases` tokenised by `encode`, joined by SEPARATOR, and cut at every
+    number (a template's numbers are placeholders: a drafted digit is almost always wrong, and each wrong draft
+    costs a wider pass)."""
     out: list[int] = []
-    for ids in phrases:
-        out += list(ids) + [SEPARATOR]
+    for phrase in phrases:
+        for piece in NUMBER.split(phrase):
+            if piece.strip():
+                out += list(encode(piece)) + [SEPARATOR]
     return out
 
 

@@ -321,10 +321,10 @@ def _array_audio(arr: Any) -> np.ndarray:
 def _resample(x: np.ndarray, sr: int, target: int) -> np.ndarray:
     """Polyphase resampling (anti-aliased, exact for 44.1k/48k -> 16k); FFT resampling only for awkward ratios
     such as 16001 -> 16000, whose polyphase filter would be enormous."""
-    from scipy.signal import resample, resample_poly
-
     if sr == target:
         return x
+    from scipy.signal import resample, resample_poly  # here, not above: importing scipy.signal takes ~1 s
+
     g = gcd(int(sr), int(target))
     up, down = target // g, sr // g
     if max(up, down) <= 4096:

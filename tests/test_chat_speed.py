@@ -49,6 +49,29 @@ def test_embedded_tokenizer_from_json_equals_autotokenizer(ref):
         assert fast.decode(ids, skip_special_tokens=True) == auto.decode(ids, skip_special_tokens=True)
     conv = [{"role": "user", "content": "How do you feel?"}, {"role": "assistant", "content": "Fine."}]
     assert fast.apply_chat_template(conv, tokenize=False) == auto.apply_chat_template(conv, tokenize=False)
+    from affectllm.presets import TEXT_MERGES_FILE
+
+    assert (folder / TEXT_MERGES_FILE).exists()  # what was compared is the copy with text merges
+
+
+def test_text_merges_copy_only_where_lossless(tmp_path):
+    from tokenizers import Tokenizer, models
+
+    from affectllm.presets import TEXT_MERGES_FILE, _text_merges_file
+
+    vocab = {"a": 0, "b": 1, "ab": 2, "abab": 3, " ": 4, "a ": 5}
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[("a", "b"), ("ab", "ab")]))
+    tok.save(str(plain / "tokenizer.json"))
+    fast = _text_merges_file(plain)
+    assert fast == plain / TEXT_MERGES_FILE and _text_merges_file(plain) == fast  # written once, then reused
+    for text in ("abab", "ab a b", "ba"):
+        assert Tokenizer.from_file(str(fast)).encode(text).ids == tok.encode(text).ids
+    spaced = tmp_path / "spaced"  # a merge holding a space would split wrongly as text: the original is kept
+    spaced.mkdir()
+    Tokenizer(models.BPE(vocab=vocab, merges=[("a", " ")])).save(str(spaced / "tokenizer.json"))
+    assert _text_merges_file(spaced) == spaced / "tokenizer.json" and not (spaced / TEXT_MERGES_FILE).exists()
 
 
 # ---- decoding from float16 copies ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-DRAFT_TOKENS = 5  # drafted tokens per pass: replaying the served v5 eval answers, 5 gave fewer weight reads than 3 or 7
+DRAFT_TOKENS = 5  # drafted tokens per pass: 1.38x vs 1.31x with 3 on 9 eval answers (bench_draft_decoding.py)
 NGRAM = (3, 2)  # longest then shortest context that must match before a draft is copied
 SEPARATOR = -1  # between phrases in the draft source: a draft never runs across it
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")

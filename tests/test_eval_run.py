@@ -79,6 +79,17 @@ def test_suite_outputs_have_their_special_numbers(full_run):
     assert "language=en.accuracy" in m["emobench_eu"]
 
 
+def test_scored_choices_pick_the_most_likely_choice(full_run):
+    out, _, s = full_run
+    records = rows(out / "emobench_eu_scored" / "samples.jsonl")
+    assert records and s["tasks"]["emobench_eu_scored"]["prompt_ids"] == ["emotion_ov@2"]  # scenario only, no letters
+    for r in records:
+        logliks, choices = r["label_probs"]["logliks"], r["meta"]["choices"]
+        best = max(range(len(choices)), key=lambda i: logliks[i])
+        assert len(logliks) == len(choices) and r["parsed"]["choice"] == choices[best]
+        assert r["parsed"]["letter"] == "ABCDEF"[best] and r["scores"]["closed_set.pred"] == "abcdef"[best]
+
+
 def test_resume_after_a_crash_gives_no_duplicates_and_the_same_summary(tmp_path):
     tasks = ["hall_pairs_ckplus", "zs_meld"]
     clean = run_eval("dummy", tasks, tmp_path / "clean", backend="dummy", limit=3, bootstrap=20, progress=False)

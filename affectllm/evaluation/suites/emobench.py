@@ -6,6 +6,13 @@ wording is used for both languages (the scenario and the choices keep their lang
 `parsers.parse_letter` (JSON, leading letter, "answer: X", "(X)", a lone capital, or the one choice quoted) and
 scored by `closed_set` over the letters: accuracy is the headline; UAR over letters shows a position bias.
 Breakdowns by task (EU/EA), language and category are reported with bootstrap CIs.
+
+`options.scored_choices: true` answers without letters: each choice is scored as the label of the model's own
+answer format (`evaluation/scored.py`; the task's prompt shows only the scenario, e.g. `emotion_ov`) and the
+highest log-likelihood picks the letter. Why: on an EmoBench-shaped multiple choice built from MELD dev lines
+(scenario = previous lines + the speaker's line, EmoBench's EU question, 4-6 of MELD's labels), `mini-affect`
+answered letters at 0.253 (chance 0.205; it wrote D or E for 129 of 150) and scored choices at 0.473 (n=150,
+2026-12-02): a small model knows the emotion better than it maps it to a letter.
 """
 from __future__ import annotations
 
@@ -34,7 +41,10 @@ def gold_letter(sample) -> str | None:
 
 class EmoBenchSuite(Suite):
     name = "emobench"
-    option_keys = Suite.option_keys | {"breakdown"}
+    option_keys = Suite.option_keys | {"breakdown", "scored_choices"}
+
+    def scores_candidates(self, task) -> bool:
+        return bool(task.options.get("scored_choices"))
 
     def gold(self, sample):
         g = super().gold(sample)
@@ -45,13 +55,26 @@ class EmoBenchSuite(Suite):
         out = []
         for s in samples:
             choices = list(s.meta.get("choices") or [])
-            item = self.make_item(task, s, modalities=["text"],
-                                  variables={"question": question(s), "choices": choices},
+            variables = {"question": question(s), "choices": choices}
+            if self.scores_candidates(task):  # scored as labels: lower case, as the model writes them
+                variables["candidates"] = [c.lower() for c in choices]
+            item = self.make_item(task, s, modalities=["text"], variables=variables,
                                   oracle={"kind": "letter", "gold": (gold_letter(s) or "a").upper(),
                                           "n_choices": len(choices)})
             item.meta["choices"] = choices
             out.append(item)
         return out
+
+    def record(self, task, item, raw, ctx, response=None):
+        logliks = getattr(response, "logliks", None)
+        choices = item.meta.get("choices") or []
+        if not (self.scores_candidates(task) and logliks and len(logliks) == len(choices)):
+            return super().record(task, item, raw, ctx, response)
+        best = max(range(len(choices)), key=lambda i: logliks[i])
+        letter = letters(len(choices))[best]
+        parsed = {"letter": letter, "labels": [letter.lower()], "choice": choices[best]}
+        return {"parsed": parsed, "scores": self.sample_scores(task, item.gold, parsed, ctx),
+                "label_probs": {"candidates": choices, "logliks": [round(float(x), 4) for x in logliks]}}
 
     def summarize(self, task, records, ctx):
         out = super().summarize(task, records, ctx)

@@ -146,16 +146,17 @@ def _measured(part: str, modules: list[nn.Linear]) -> dict:
 def choose(lm: nn.Module) -> tuple[str, ...]:
     """The parts ("head", "body") that decode from float16 copies for this LLM on this machine (forced by
     $AFFECTLLM_DECODE_HALF, cached, or measured once); parts without eligible float32 matrices are never listed."""
-    return tuple(part for part, ways in _plan(lm).items() if ways["half"])
+    return tuple(part for part, (_, ways) in _plan(lm).items() if ways["half"])
 
 
-def _plan(lm: nn.Module) -> dict[str, dict]:
-    """Per part with eligible matrices: {"half": bool, "skinny": bool} (forced: both follow the override)."""
+def _plan(lm: nn.Module) -> dict[str, tuple[list[nn.Linear], dict]]:
+    """Per part with eligible matrices: (its modules, {"half": bool, "skinny": bool}); forced: both follow the
+    override."""
     forced = os.environ.get(ENV_OVERRIDE, "").strip()
     if forced and forced not in FORCED:
         raise ConfigError(f"${ENV_OVERRIDE}={forced!r}: valid values are {', '.join(FORCED)}")
     parts = {"head": [h] if (h := head_of(lm)) is not None else [], "body": body_of(lm)}
-    return {part: ({"half": part in FORCED[forced], "skinny": part in FORCED[forced]} if forced
+    return {part: (modules, {"half": part in FORCED[forced], "skinny": part in FORCED[forced]} if forced
                    else _measured(part, modules)) for part, modules in parts.items() if modules}
 
 
@@ -167,16 +168,16 @@ def decoding_in_half(lm: nn.Module) -> Iterator[tuple[str, ...]]:
     float16 pass through the module's own float32 forward."""
     plan = _plan(lm)
     patched = []
-    for part, ways in plan.items():
+    for modules, ways in plan.values():
         if not (ways["half"] or ways["skinny"]):
             continue
-        for module in [head_of(lm)] if part == "head" else body_of(lm):
+        for module in modules:
             w16 = _half_weight(module) if ways["half"] else None
             b16 = module.bias.detach().half() if w16 is not None and module.bias is not None else None
             module.forward = _decoding_forward(module, w16, b16, ways["skinny"])
             patched.append(module)
     try:
-        yield tuple(part for part, ways in plan.items() if ways["half"])
+        yield tuple(part for part, (_, ways) in plan.items() if ways["half"])
     finally:
         for module in patched:
             del module.forward

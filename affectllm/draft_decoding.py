@@ -102,9 +102,9 @@ def draft_greedy(lm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: tor
     cache_arg = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
     new = [int(out.logits[0, -1].argmax())]
     prompt, passes, drafted, accepted = [int(t) for t in prompt_ids[0]], 1, 0, 0
+    fixed = list(phrases) + prompt + [SEPARATOR]  # the draft source before the answer: built once
     while new[-1] not in eos and len(new) < max_new:
-        history = prompt + new
-        guess = draft(list(phrases) + prompt + [SEPARATOR] + new, history, min(DRAFT_TOKENS, max_new - len(new) - 1))
+        guess = draft(fixed + new, prompt + new, min(DRAFT_TOKENS, max_new - len(new) - 1))
         chunk = torch.tensor([[new[-1]] + guess], device=inputs_embeds.device)
         logits = lm(input_ids=chunk, use_cache=True, **{cache_arg: cache}).logits[0]
         choice = logits.argmax(-1).tolist()

@@ -43,19 +43,19 @@ def main(argv=None) -> dict:
     phrases, rows, ctx = pipe.draft_phrases(), [], RunContext()
     tok = pipe.processor.tokenizer
 
+    stats: dict = {}
+    real = draft_decoding.draft_greedy  # the real generate path, with its statistics recorded
+    draft_decoding.draft_greedy = lambda *args, **kw: real(*args, stats=stats, **kw)
+
     def answer(messages, drafts):
         batch = pipe.processor([messages])
-        stats: dict = {}
+        stats.clear()
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            if drafts:
-                embeds = pipe.model.build_inputs_embeds(batch["input_ids"], **pipe.model._media_kwargs(dict(batch)))
-                with draft_decoding_context(pipe):
-                    ids = draft_decoding.draft_greedy(pipe.model.language_model, embeds, batch["attention_mask"],
-                                                      batch["input_ids"], phrases, stats, max_new_tokens=128)
-            else:
-                ids = pipe.model.generate(**batch, max_new_tokens=128, pad_token_id=tok.pad_token_id)
-        return tok.decode(ids[0], skip_special_tokens=True), time.perf_counter() - t0, stats
+        ids = pipe.model.generate(**batch, max_new_tokens=128, pad_token_id=tok.pad_token_id,
+                                  draft_phrases=phrases if drafts else None)
+        if drafts and not stats:
+            raise RuntimeError("generate did not take the drafted path for this prompt")
+        return tok.decode(ids[0], skip_special_tokens=True), time.perf_counter() - t0, dict(stats)
 
     for task in resolve_tasks(a.tasks, a.limit):
         suite = SUITES.get(task.suite)()
@@ -88,13 +88,6 @@ def main(argv=None) -> dict:
     if a.output:
         Path(a.output).write_text(json.dumps(out, indent=1) + "\n")
     return out
-
-
-def draft_decoding_context(pipe):
-    """The float16 decoding context `generate` enters, for the direct draft_greedy call."""
-    from affectllm.decode_half import decoding_in_half
-
-    return decoding_in_half(pipe.model.language_model)
 
 
 if __name__ == "__main__":

@@ -79,3 +79,37 @@ def test_not_plain_lora_is_left_to_peft_and_foreign_modules_are_refused(tiny_art
     with pytest.raises(ConfigError, match="qkv_proj"):
         merge_plain_lora(llm, foreign)
     assert all(torch.equal(before[k], v) for k, v in llm.state_dict().items())  # checked before any write
+
+
+def test_merge_in_bfloat16_matches_float32_and_a_misshapen_pair_is_refused(tiny_artifact, tmp_path):
+    """float32 weights take the in-place addmm path, bfloat16 ones the fp32-computed copy: both give W + s*B@A."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from affectllm.errors import ConfigError
+    from affectllm.lora import merge_plain_lora
+
+    llm32 = build_tiny().model.language_model
+    llm16 = build_tiny().model.language_model.to(torch.bfloat16)
+    base = {k: v.clone() for k, v in llm32.state_dict().items()}
+    assert merge_plain_lora(llm32, tiny_artifact / "adapter") and merge_plain_lora(llm16, tiny_artifact / "adapter")
+    cfg = json.loads((tiny_artifact / "adapter" / "adapter_config.json").read_text())
+    state = load_file(str(tiny_artifact / "adapter" / "adapter_model.safetensors"))
+    key = next(k for k in state if "q_proj.lora_A" in k)
+    module = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+    want = base[module + ".weight"] + cfg["lora_alpha"] / cfg["r"] * (state[key.replace("lora_A", "lora_B")]
+                                                                     @ state[key])
+    assert not torch.allclose(want, base[module + ".weight"], atol=1e-3)
+    torch.testing.assert_close(llm32.state_dict()[module + ".weight"], want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(llm16.state_dict()[module + ".weight"].float(), want, atol=2e-2, rtol=1e-2)
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_artifact / "adapter", bad)
+    state[key] = state[key][:, :-1].contiguous()  # A misses one input column
+    save_file(state, str(bad / "adapter_model.safetensors"))
+    fresh = build_tiny().model.language_model
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ConfigError, match="do not give the layer's weight"):
+        merge_plain_lora(fresh, bad)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())

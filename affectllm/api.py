@@ -83,9 +83,9 @@ class AffectPipeline:
                                   pad_token_id=self.processor.tokenizer.pad_token_id, **generate_kwargs)
         return [self.processor.decode(row) for row in out]
 
-    def draft_phrases(self) -> list[int]:
-        """The training targets' fixed wording as token ids, the fixed part of greedy decoding's drafts
-        (affectllm/draft_decoding.py); tokenised once per pipeline."""
+    def draft_phrases(self):
+        """The training targets' fixed wording as a `draft_decoding.PhraseSource`, the fixed part of greedy
+        decoding's drafts (affectllm/draft_decoding.py); tokenised once per pipeline."""
         if getattr(self, "_draft_phrases", None) is None:
             from .data.targets import template_phrases
             from .draft_decoding import phrase_source
@@ -108,6 +108,7 @@ class AffectPipeline:
         included), then every prompt's candidates continue from its KV cache in one batch. C candidates cost one
         prompt plus C short continuations, not C prompts."""
         from .devices import to_device
+        from .draft_decoding import cache_argument, output_cache
 
         if len(conversations) != len(candidates):
             raise ConfigError(f"{len(candidates)} candidate lists for {len(conversations)} conversations")
@@ -137,13 +138,13 @@ class AffectPipeline:
             head = out.logits[:, -(shared + 1):].float().log_softmax(-1)  # predicts prefix[0..], then rest[0]
             prefix_ll = [float(sum(head[b, j, prefix[j]] for j in range(shared))) for b in range(len(ids))]
             first = head[:, shared].repeat_interleave(per, 0)
-            cache = out.past_key_values  # continuations after each prompt, right-padded (padding is never read)
+            cache = output_cache(out)  # continuations after each prompt, right-padded (padding is never read)
             cache.batch_repeat_interleave(per)
             rows = torch.tensor([i + [pad] * (width - len(i)) for i in rest], device=model.device)
             cont_mask = torch.cat([mask.repeat_interleave(per, 0), torch.ones_like(rows, dtype=mask.dtype)], 1)
             positions = mask.sum(1).repeat_interleave(per, 0)[:, None] + torch.arange(width, device=model.device)
             logits = lm(input_ids=rows, attention_mask=cont_mask, position_ids=positions,
-                        past_key_values=cache).logits
+                        **{cache_argument(lm): cache}).logits
             ends = self._tokens_starting_with(end) if end is not None else None
             scores = []
             for r, i in enumerate(rest):

@@ -9,6 +9,11 @@ every position; the longest prefix of the draft that equals the model's own argm
 after it, and the cache drops the rest. The text is greedy decoding's: drafts change the speed, never the choice
 (up to float rounding between products of one and of several rows).
 
+A template's numbers are placeholders ("pitch averages 225 Hz"): the phrases keep a NUMBER_SLOT where a number
+stood, and the answer's digits (a run of digit tokens, points between them) match it, so the wording after a
+number is drafted as soon as the word after the number is written (46 -> 41 passes for a RAVDESS answer). A digit
+itself is never drafted from the phrases.
+
 `AffectForConditionalGeneration.generate` uses it when the caller passes `draft_phrases` (AffectPipeline, i.e.
 `affectllm chat`) and the call is plain greedy decoding of one sequence that fits the LLM's sliding window; any
 other call (sampling, batches, logits processors, scores) goes to transformers' `generate` unchanged."""
@@ -17,6 +22,7 @@ from __future__ import annotations
 import copy
 import inspect
 import re
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
@@ -25,6 +31,7 @@ from torch import nn
 DRAFT_TOKENS = 5  # drafted tokens per pass: 1.38x vs 1.31x with 3 on 9 eval answers (bench_draft_decoding.py)
 NGRAM = (3, 2)  # longest then shortest context that must match before a draft is copied
 SEPARATOR = -1  # between phrases in the draft source: a draft never runs across it
+NUMBER_SLOT = -2  # where a template phrase had a number: matches any number in the answer, never drafted
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 # Keys a plain greedy call may carry; anything else (streamer, logits_processor, output_scores ...) falls back.
 PLAIN_KEYS = {"max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "pad_token_id", "eos_token_id",
@@ -71,16 +78,62 @@ def draft(source: Sequence[int], history: Sequence[int], k: int) -> list[int]:
     return []
 
 
-def phrase_source(phrases: Sequence[str], encode: Callable[[str], list[int]]) -> list[int]:
-    """The fixed part of the draft source: `phrases` tokenised by `encode`, joined by SEPARATOR, and cut at every
-    number (a template's numbers are placeholders: a drafted digit is almost always wrong, and each wrong draft
-    costs a wider pass)."""
+@dataclass(frozen=True)
+class PhraseSource:
+    """The fixed part of the draft source: template phrases as token ids, joined by SEPARATOR, a NUMBER_SLOT where
+    each number stood; `digits`/`points`: the token ids that write a number (what matches a slot)."""
+
+    tokens: tuple[int, ...]
+    digits: frozenset[int] = frozenset()
+    points: frozenset[int] = frozenset()
+
+    def normalise(self, tokens: Sequence[int]) -> list[int]:
+        """`tokens` with each number (digit tokens, a point between two digits) as one NUMBER_SLOT."""
+        out: list[int] = []
+        for i, t in enumerate(tokens):
+            inside = t in self.digits or (t in self.points and out[-1:] == [NUMBER_SLOT] and i + 1 < len(tokens)
+                                          and tokens[i + 1] in self.digits)
+            if not inside:
+                out.append(t)
+            elif out[-1:] != [NUMBER_SLOT]:
+                out.append(NUMBER_SLOT)
+        return out
+
+    def draft(self, history: Sequence[int], k: int) -> list[int]:
+        """What followed `history`'s last words in a phrase, numbers matched as slots, up to the next slot; none
+        while `history` ends in a digit or a point (the number may go on: a 2-row pass there cost more than the
+        one pass in four it saved, bench_draft_decoding.py on RAVDESS answers)."""
+        if not history or history[-1] in self.digits or history[-1] in self.points:
+            return []
+        follow = draft(self.tokens, self.normalise(history[-(4 * NGRAM[0] + 8):]), k)
+        return follow[:follow.index(NUMBER_SLOT)] if NUMBER_SLOT in follow else follow
+
+
+def phrase_source(phrases: Sequence[str], encode: Callable[[str], list[int]]) -> PhraseSource:
+    """`phrases` tokenised by `encode` as a PhraseSource: a number becomes a NUMBER_SLOT (its digits are
+    placeholders: a drafted digit is almost always wrong, and each wrong draft costs a wider pass)."""
     out: list[int] = []
     for phrase in phrases:
-        for piece in NUMBER.split(phrase):
-            if piece.strip():
-                out += list(encode(piece)) + [SEPARATOR]
-    return out
+        pieces = NUMBER.split(phrase)
+        for i, piece in enumerate(pieces):
+            out += list(encode(piece)) if piece else []
+            if i < len(pieces) - 1:
+                out.append(NUMBER_SLOT)
+        out.append(SEPARATOR)
+    digits = {ids[0] for d in "0123456789" for ids in (encode(d), encode(" " + d)) if len(ids) == 1}
+    points = {ids[0] for p in (".", ",") for ids in [encode(p)] if len(ids) == 1}
+    return PhraseSource(tuple(out), frozenset(digits), frozenset(points) - digits)
+
+
+def output_cache(out: Any) -> Any:
+    """The KV cache a forward pass returned: `cache` from transformers 5.2x on, `past_key_values` before."""
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
+def cache_argument(lm: nn.Module) -> str:
+    """The forward argument that takes a KV cache: `cache` from transformers 5.2x on (`past_key_values` still works
+    there, with a deprecation warning), `past_key_values` before."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
 
 
 def _eos_ids(lm: nn.Module, kwargs: dict[str, Any]) -> set[int]:
@@ -90,21 +143,21 @@ def _eos_ids(lm: nn.Module, kwargs: dict[str, Any]) -> set[int]:
 
 @torch.no_grad()
 def draft_greedy(lm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None,
-                 prompt_ids: torch.Tensor, phrases: Sequence[int], stats: dict | None = None,
+                 prompt_ids: torch.Tensor, phrases: PhraseSource, stats: dict | None = None,
                  **kwargs: Any) -> torch.Tensor:
     """Greedy continuation of one prompt ([1, new] token ids, the end-of-sequence token included when reached), as
-    `lm.generate` would return it; `phrases` from `phrase_source`. `stats`, when given, receives the number of
-    forward passes and of drafted and accepted tokens."""
+    `lm.generate` would return it; `phrases` from `phrase_source`. Drafts come from the answer so far and the prompt
+    first (digits included: a quoted number is copied), then from the phrases. `stats`, when given, receives the
+    number of forward passes and of drafted and accepted tokens."""
     max_new, eos = int(kwargs["max_new_tokens"]), _eos_ids(lm, kwargs)
     out = lm(inputs_embeds=inputs_embeds, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-    # transformers >= 5.2x names the argument `cache` (`past_key_values` still works there, with a warning)
-    cache_arg = "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+    cache, cache_arg = output_cache(out), cache_argument(lm)
     new = [int(out.logits[0, -1].argmax())]
     prompt, passes, drafted, accepted = [int(t) for t in prompt_ids[0]], 1, 0, 0
-    fixed = list(phrases) + prompt + [SEPARATOR]  # the draft source before the answer: built once
+    fixed = prompt + [SEPARATOR]  # the draft source before the answer: built once
     while new[-1] not in eos and len(new) < max_new:
-        guess = draft(fixed + new, prompt + new, min(DRAFT_TOKENS, max_new - len(new) - 1))
+        k = min(DRAFT_TOKENS, max_new - len(new) - 1)
+        guess = draft(fixed + new, prompt + new, k) or phrases.draft(prompt + new, k)
         chunk = torch.tensor([[new[-1]] + guess], device=inputs_embeds.device)
         logits = lm(input_ids=chunk, use_cache=True, **{cache_arg: cache}).logits[0]
         choice = logits.argmax(-1).tolist()

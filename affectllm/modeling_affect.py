@@ -338,7 +338,7 @@ class AffectForConditionalGeneration(AffectPreTrainedModel):
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, draft_phrases=None, **kwargs) -> torch.Tensor:
-        """Greedy by default. Returns only the new tokens ([B, new]). `draft_phrases` (token ids from
+        """Greedy by default. Returns only the new tokens ([B, new]). `draft_phrases` (a PhraseSource from
         `draft_decoding.phrase_source`): plain greedy calls of one sequence check drafted tokens several at a time
         (affectllm/draft_decoding.py, same text, fewer weight reads); other calls ignore it."""
         embeds = self.build_inputs_embeds(input_ids, **self._media_kwargs(kwargs))

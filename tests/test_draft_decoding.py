@@ -22,9 +22,25 @@ def test_draft_copies_what_followed_the_longest_earlier_match():
     assert dd.draft(source, [5, 6, 7], 3) == [8, 9]  # a 3-token match beats it; the separator ends the draft
     assert dd.draft(source, [0, 0, 9], 3) == []  # one matching token is not enough context
     assert dd.draft(source, [6, 7], 0) == []
+
+
+def test_phrase_numbers_are_slots_that_any_number_in_the_answer_matches():
     chars = lambda text: [ord(c) for c in text]  # noqa: E731  (a one-id-per-character tokenizer)
-    assert dd.phrase_source(["ab 200 Hz", "c"], chars) == chars("ab ") + [-1] + chars(" Hz") + [-1] + chars("c") + [-1]
-    assert dd.phrase_source(["-40.5 dB"], chars) == chars(" dB") + [-1]  # numbers are placeholders: never drafted
+    slot, sep = dd.NUMBER_SLOT, dd.SEPARATOR
+    src = dd.phrase_source(["pitch 200 Hz wide", "-40.5 dB"], chars)
+    assert src.tokens == tuple(chars("pitch ") + [slot] + chars(" Hz wide") + [sep] + [slot] + chars(" dB") + [sep])
+    assert src.digits == frozenset(chars("0123456789")) and src.points == frozenset(chars(".,"))
+    assert src.normalise(chars("a 12.5. b3")) == chars("a ") + [slot] + chars(". b") + [slot]
+    assert src.draft(chars("pitch 3"), 5) == src.draft(chars("pitch 31."), 5) == []  # the number may go on
+    assert src.draft(chars("tch 31 H"), 5) == chars("z wid")  # after the number: the phrase goes on
+    assert src.draft(chars("h 31.75 H"), 5) == chars("z wid")  # any number matches the slot
+    assert src.draft(chars("e Hz wi"), 5) == chars("de")  # a phrase's end stops a draft
+    assert dd.phrase_source(["tone 440 ok"], chars).draft(chars("tone"), 5) == chars(" ")  # a slot ends a draft
+    text = "pitch 225 Hz wide"
+    answer = chars(text)
+    drafted = sum(len(src.draft(answer[:i], 5)) > 0 for i in range(1, len(answer)))
+    assert drafted >= len(" Hz wide") - 2  # the words after the number offered, digits never
+    assert all(t not in src.digits for i in range(1, len(answer)) for t in src.draft(answer[:i], 5))
 
 
 @pytest.fixture(scope="module", params=["llama", "gemma3"])
@@ -42,7 +58,7 @@ def pipe(request):
 
 def _source(runs):
     """A draft source straight from token-id runs (phrase_source takes text)."""
-    return [t for run in runs for t in list(run) + [dd.SEPARATOR]]
+    return dd.PhraseSource(tuple(t for run in runs for t in list(run) + [dd.SEPARATOR]))
 
 
 def _batch(pipe, text):
@@ -62,7 +78,9 @@ def test_same_tokens_as_generate_whatever_the_drafts(pipe, text):
     embeds = pipe.model.build_inputs_embeds(batch["input_ids"])
     good = _source([want[3:20]])  # the answer itself: long runs of right drafts
     bad = _source([[t + 1 for t in want], list(range(3, 60))])  # contexts that match, continuations that don't
-    for phrases in (good, bad, []):
+    slotted = dd.PhraseSource(tuple(want[3:8]) + (dd.NUMBER_SLOT,) + tuple(want[9:20]) + (dd.SEPARATOR,),
+                              digits=frozenset({want[8]}))  # the answer's 9th token plays a number
+    for phrases in (good, bad, slotted, dd.PhraseSource(())):
         stats: dict = {}
         got = dd.draft_greedy(lm, embeds, batch["attention_mask"], batch["input_ids"], phrases, stats,
                               max_new_tokens=40)
@@ -81,7 +99,7 @@ def test_stops_at_an_end_token_drafted_or_not(pipe):
     want = _plain(pipe, batch, eos_token_id=stop_at)
     assert want[-1] == stop_at and len(want) < len(free)
     lm, embeds = pipe.model.language_model, pipe.model.build_inputs_embeds(batch["input_ids"])
-    for phrases in (_source([free]), []):  # the end token drafted as part of a run, or never drafted
+    for phrases in (_source([free]), dd.PhraseSource(())):  # the end token drafted as part of a run, or never drafted
         got = dd.draft_greedy(lm, embeds, batch["attention_mask"], batch["input_ids"], phrases,
                               max_new_tokens=40, eos_token_id=stop_at)
         assert got[0].tolist() == want
@@ -114,8 +132,9 @@ def test_pipeline_chat_drafts_from_the_training_templates(pipe):
     from affectllm.data.targets import template_phrases
 
     phrases = pipe.draft_phrases()
-    assert pipe.draft_phrases() is phrases and phrases.count(dd.SEPARATOR) > len(template_phrases())  # cut at numbers
-    text = pipe.processor.tokenizer.decode([t for t in phrases if t != dd.SEPARATOR])
+    assert pipe.draft_phrases() is phrases and phrases.tokens.count(dd.SEPARATOR) == len(template_phrases())
+    assert phrases.tokens.count(dd.NUMBER_SLOT) > 5  # the prosody numbers, one slot each
+    text = pipe.processor.tokenizer.decode([t for t in phrases.tokens if t >= 0])
     assert "Measured prosody: pitch averages" in text and not any(ch.isdigit() for ch in text)
     plain = pipe.generate([pipe.build_messages(text=TEXTS[0])[0]], max_new_tokens=24, draft_phrases=None)
     assert pipe.generate([pipe.build_messages(text=TEXTS[0])[0]], max_new_tokens=24) == plain

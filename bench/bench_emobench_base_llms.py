@@ -21,12 +21,6 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def wilson(hits: int, n: int, z: float = 1.96) -> list[float]:
-    p, d = hits / n, 1 + z * z / n
-    centre, half = p + z * z / (2 * n), z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5)
-    return [round((centre - half) / d, 3), round((centre + half) / d, 3)]
-
-
 def choice_scores(lm, tok, context: str, choices: list[str]) -> list[tuple[float, float]]:
     """(summed, mean per token) log-likelihood of each choice after `context`."""
     import torch
@@ -46,6 +40,7 @@ def main(argv=None) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from affectllm.evaluation.degenerate import wilson
     from affectllm.evaluation.suites.emobench import question
     from affectllm.model_card import cpu_model
     from affectllm.train.examples import load_split
@@ -73,7 +68,8 @@ def main(argv=None) -> dict:
             scores = choice_scores(lm, tok, context, list(s.meta["choices"]))
             for k, idx in (("sum", 0), ("mean", 1)):
                 hits[k] += max(range(len(scores)), key=lambda i: scores[i][idx]) == gold
-        out["llms"][name] = {k: {"accuracy": round(v / n, 3), "ci95": wilson(v, n)} for k, v in hits.items()}
+        out["llms"][name] = {k: {"accuracy": round(v / n, 3), "ci95": [round(x, 3) for x in wilson(v, n)]}
+                             for k, v in hits.items()}
         out["llms"][name]["seconds"] = round(time.time() - t0, 1)
         print(name, json.dumps(out["llms"][name]), flush=True)
     print(json.dumps({k: v for k, v in out.items() if k != "llms"}))

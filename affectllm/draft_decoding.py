@@ -156,8 +156,8 @@ def draft_greedy(lm: nn.Module, inputs_embeds: torch.Tensor, attention_mask: tor
     prompt, passes, drafted, accepted = [int(t) for t in prompt_ids[0]], 1, 0, 0
     fixed = prompt + [SEPARATOR]  # the draft source before the answer: built once
     while new[-1] not in eos and len(new) < max_new:
-        k = min(DRAFT_TOKENS, max_new - len(new) - 1)
-        guess = draft(fixed + new, prompt + new, k) or phrases.draft(prompt + new, k)
+        k, history = min(DRAFT_TOKENS, max_new - len(new) - 1), prompt + new
+        guess = draft(fixed + new, history, k) or phrases.draft(history, k)
         chunk = torch.tensor([[new[-1]] + guess], device=inputs_embeds.device)
         logits = lm(input_ids=chunk, use_cache=True, **{cache_arg: cache}).logits[0]
         choice = logits.argmax(-1).tolist()

@@ -77,8 +77,8 @@ def merge_plain_lora(llm: torch.nn.Module, adapter_dir: str | Path) -> bool:
             raise ConfigError(f"{adapter_dir}: the adapter targets '{module}', which this language model does not "
                               f"have (an adapter trained for another model?)") from err
         lora_b, lora_a = ab["lora_B"].float(), ab["lora_A"].float()
-        shape = (lora_b.shape[0], lora_a.shape[-1]) if lora_b.dim() == 2 and lora_a.dim() == 2 else None
-        if shape is None or lora_b.shape[1] != lora_a.shape[0] or shape != tuple(layer.weight.shape):
+        if not (lora_b.dim() == lora_a.dim() == 2 and lora_b.shape[1] == lora_a.shape[0]
+                and (lora_b.shape[0], lora_a.shape[1]) == tuple(layer.weight.shape)):
             raise ConfigError(f"{adapter_dir}: '{module}' LoRA pair has shapes B {tuple(lora_b.shape)} and A "
                               f"{tuple(lora_a.shape)}, which do not give the layer's weight {tuple(layer.weight.shape)}")
         updates.append((layer.weight, (lora_b, lora_a)))
@@ -86,6 +86,6 @@ def merge_plain_lora(llm: torch.nn.Module, adapter_dir: str | Path) -> bool:
         if weight.dtype == torch.float32:  # in place, no GB of temporaries: 0.09 s instead of 0.53 s for Gemma-3-270M
             weight.addmm_(lora_b.to(weight.device), lora_a.to(weight.device), alpha=scale)
         else:
-            delta = scale * (lora_b.float() @ lora_a.float()).to(weight.device)
+            delta = scale * (lora_b @ lora_a).to(weight.device)  # both already float32
             weight.copy_((weight.float() + delta).to(weight.dtype))
     return True
